@@ -1,0 +1,1 @@
+"""Socket-level helpers: interface discovery and the node's servers."""

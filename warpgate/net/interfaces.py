@@ -1,0 +1,166 @@
+"""Network interface discovery (via ``netifaces``, from the netifaces-plus package)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from warpgate.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+IPv4 = socket.AF_INET
+IPv6 = socket.AF_INET6
+IP4 = IPv4  # spec/nodes.md spells them IP4 / IP6
+IP6 = IPv6
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One network interface and the addresses warpgate may use on it."""
+
+    name: str
+    index: int  # position in discovery order; pairs a NIC's v4 and v6 in addresses
+    mac: str | None = None
+    ipv4: tuple[ipaddress.IPv4Interface, ...] = ()
+    ipv6: tuple[ipaddress.IPv6Interface, ...] = ()
+    gateway4: ipaddress.IPv4Address | None = None
+    gateway6: ipaddress.IPv6Address | None = None
+    is_loopback: bool = False
+    scope_id: int = 0  # OS interface index, needed to bind IPv6 link-local addresses
+    default: bool = field(default=False)  # holds a default route
+
+    @property
+    def families(self) -> list[int]:
+        return [af for af, addrs in ((IPv4, self.ipv4), (IPv6, self.ipv6)) if addrs]
+
+    def listen_ips(self) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        """Addresses to bind: every IPv4 address and every global IPv6 address.
+
+        IPv6 link-local addresses are left out: they need a scope id on every use and
+        the global or ULA address reaches the same neighbours.
+        """
+        ips: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [i.ip for i in self.ipv4]
+        ips += [i.ip for i in self.ipv6 if not i.ip.is_link_local]
+        return ips
+
+
+def _strip_scope(addr: str) -> str:
+    return addr.split("%", 1)[0]
+
+
+def _v6_prefix(netmask: str | None) -> int:
+    if not netmask:
+        return 128
+    if "/" in netmask:
+        return int(netmask.rsplit("/", 1)[1])
+    return bin(int(ipaddress.IPv6Address(netmask))).count("1")
+
+
+def discover_interfaces(
+    names: Sequence[str] = (), *, include_loopback: bool = False
+) -> list[Interface]:
+    """The machine's interfaces that carry an IP address.
+
+    ``names`` restricts the result to those interfaces (an unknown name is a
+    :class:`ConfigError` listing the real ones).  Without names, loopback is left out
+    unless ``include_loopback`` is set or it is all there is.  Interfaces holding a
+    default route come first.
+    """
+    import netifaces  # imported here: reading interfaces is not needed to import warpgate
+
+    available = list(netifaces.interfaces())
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ConfigError(
+            f"no network interface named {', '.join(map(repr, unknown))}; "
+            f"this machine has: {', '.join(available)}"
+        )
+    gateways = netifaces.gateways()
+    defaults = gateways.get("default", {})
+    gw4 = {ifname: gw for gw, ifname, *_ in gateways.get(netifaces.AF_INET, [])}
+    gw6 = {ifname: gw for gw, ifname, *_ in gateways.get(netifaces.AF_INET6, [])}
+    default_ifs = {v[1] for v in defaults.values()}
+
+    found: list[Interface] = []
+    for name in names or available:
+        addrs = netifaces.ifaddresses(name)
+        v4 = tuple(
+            ipaddress.IPv4Interface(f"{a['addr']}/{a.get('netmask') or '255.255.255.255'}")
+            for a in addrs.get(netifaces.AF_INET, [])
+            if a.get("addr")
+        )
+        v6 = tuple(
+            ipaddress.IPv6Interface(f"{_strip_scope(a['addr'])}/{_v6_prefix(a.get('netmask'))}")
+            for a in addrs.get(netifaces.AF_INET6, [])
+            if a.get("addr")
+        )
+        if not v4 and not v6:
+            continue
+        links = addrs.get(netifaces.AF_LINK, [])
+        mac = links[0].get("addr") if links else None
+        loopback = all(i.ip.is_loopback for i in (*v4, *v6))
+        try:
+            scope = socket.if_nametoindex(name)
+        except OSError:
+            scope = 0
+        found.append(
+            Interface(
+                name=name,
+                index=0,
+                mac=mac if mac and mac != "00:00:00:00:00:00" else None,
+                ipv4=v4,
+                ipv6=v6,
+                gateway4=ipaddress.IPv4Address(gw4[name]) if name in gw4 else None,
+                gateway6=ipaddress.IPv6Address(_strip_scope(gw6[name])) if name in gw6 else None,
+                is_loopback=loopback,
+                scope_id=scope,
+                default=name in default_ifs,
+            )
+        )
+    if not names and not include_loopback:
+        routable = [i for i in found if not i.is_loopback]
+        found = routable or found
+    found.sort(key=lambda i: (not i.default, i.is_loopback))
+    return [_with_index(iface, n) for n, iface in enumerate(found)]
+
+
+def _with_index(iface: Interface, index: int) -> Interface:
+    return replace(iface, index=index)
+
+
+def restrict_to_ips(ifs: Iterable[Interface], ips: Sequence[str]) -> list[Interface]:
+    """Keep only the given addresses (``Node(ip=...)``), dropping interfaces left empty.
+
+    An address that is on no interface is a :class:`ConfigError`.
+    """
+    try:
+        wanted = {ipaddress.ip_address(_strip_scope(ip)) for ip in ips}
+    except ValueError as exc:
+        raise ConfigError(f"ip: {exc}") from exc
+    kept: list[Interface] = []
+    seen: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    for iface in ifs:
+        v4 = tuple(i for i in iface.ipv4 if i.ip in wanted)
+        v6 = tuple(i for i in iface.ipv6 if i.ip in wanted)
+        seen.update(i.ip for i in (*v4, *v6))
+        if v4 or v6:
+            kept.append(replace(iface, ipv4=v4, ipv6=v6))
+    missing = wanted - seen
+    if missing:
+        raise ConfigError(
+            f"ip {', '.join(sorted(map(str, missing)))} is not an address of the interfaces "
+            f"in use ({', '.join(i.name for i in ifs) or 'none'})"
+        )
+    return kept
+
+
+def default_mac(ifs: Iterable[Interface]) -> str | None:
+    """The MAC of the first default-route interface (for the machine id)."""
+    for iface in ifs:
+        if iface.default and iface.mac:
+            return iface.mac
+    return None

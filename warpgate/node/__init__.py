@@ -1,0 +1,1 @@
+"""The Node: identity, servers, connections and the traversal engine."""
