@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 async def _watch_stop_socket(node: Node) -> None:
     loop = asyncio.get_running_loop()
+    assert node.stop_rw is not None, "start() creates the stop socket pair"
     sock = node.stop_rw[0]
     sock.setblocking(False)
     data = await loop.sock_recv(sock, 1)

@@ -93,8 +93,9 @@ class Node:
         self.port: int | None = check_port(port)
         self.listen_port: int = port or 0
 
+        # Created in start() when not given, so a Node that never starts holds no sockets.
         self._own_stop_rw = stop_rw is None
-        self.stop_rw = stop_rw if stop_rw is not None else socket.socketpair()
+        self.stop_rw: tuple[socket.socket, socket.socket] | None = stop_rw
 
         # Filled in by the phases (see warpgate.plugin.spec for who sets what).
         self.machine_id: bytes = b""
@@ -140,6 +141,8 @@ class Node:
             return self
         if sys_clock is not None:
             self.clock = sys_clock
+        if self.stop_rw is None:
+            self.stop_rw = socket.socketpair()
         begin = time.perf_counter()
         try:
             index = 0
@@ -204,7 +207,7 @@ class Node:
         try:
             await self._cleanups.aclose()
         finally:
-            if self._own_stop_rw:
+            if self._own_stop_rw and self.stop_rw is not None:
                 for sock in self.stop_rw:
                     sock.close()
             self._stopped.set()
@@ -223,6 +226,9 @@ class Node:
 
         Wakes :meth:`wait_stopped`; the owner then calls :meth:`close`.
         """
+        if self.stop_rw is None:
+            self._stopped.set()  # not started: nothing is watching the socket pair yet
+            return
         with contextlib.suppress(OSError):
             self.stop_rw[1].send(b"\x00")
 

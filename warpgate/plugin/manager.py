@@ -144,7 +144,7 @@ class WarpgatePluginManager(pluggy.PluginManager):
         return registered
 
     def _validate(self, plugin: object, plugin_name: str) -> None:
-        known = [n for n in dir(self.hook) if n.startswith("warpgate_")]
+        known = [n for n in dir(spec) if n.startswith("warpgate_")]
         for caller in self.get_hookcallers(plugin) or []:
             if caller.spec is None:
                 hint = difflib.get_close_matches(caller.name, known, n=1)

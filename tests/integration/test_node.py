@@ -1,0 +1,275 @@
+"""A real Node on this machine: phases, listening sockets, callbacks, teardown.
+
+Traffic goes to loopback only."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+
+from warpgate import (
+    IP4,
+    NODE_CONF,
+    NODE_TEST_CONF,
+    AddressError,
+    PhaseError,
+    PortInUseError,
+    dict_child,
+    hookimpl,
+)
+from warpgate import Node as NodeType
+from warpgate.identity.keystore import Keystore, public_key_bytes
+from warpgate.node.node import Node
+from warpgate.sansio.address import NodeAddress
+from warpgate.sansio.framing import encode_frame
+
+LOOPBACK_CONF = NODE_TEST_CONF
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_start_runs_every_phase_and_close_releases_everything() -> None:
+    node = Node(port=0, conf=NODE_TEST_CONF)
+    lines: list[str] = []
+    assert await node.start(out=True, cout=lines.append) is node
+    assert [line.split("]")[1].split()[0] for line in lines[:14]] == list(node.phase_times), (
+        "one progress line per phase, in order"
+    )
+    assert lines[0].startswith("[  1/12]") and lines[3].startswith("[ 4a/12]")
+    assert node.node_id and len(node.public_key) == 33
+    port = node.listen_port
+    assert node.listeners and all(lst.port == port for lst in node.listeners)
+    await node.close()
+    await node.close()  # idempotent
+    assert node.closed
+    # Everything was released: the same port binds again, TCP and UDP.
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", port))
+
+
+async def test_address_encodes_identity_and_interfaces(warpgate_home: Any) -> None:
+    async with Node(port=0, conf=NODE_TEST_CONF) as node:
+        await node.start()
+        addr = NodeAddress.decode(node.address())
+        key = Keystore(warpgate_home).load("node")
+        assert addr.public_key == public_key_bytes(key.public_key()) == node.public_key
+        assert addr.machine_id == node.machine_id
+        assert addr.interfaces and all(i.port == node.listen_port for i in addr.interfaces)
+        assert IP4 in node.supported() or node.supported()
+        assert not any(i.nic_ip.is_loopback for i in addr.interfaces) or len(node.ifs) == 1
+
+
+async def test_identity_persists_across_restarts() -> None:
+    async with Node(port=0, conf=NODE_TEST_CONF) as first:
+        await first.start()
+    async with Node(port=0, conf=NODE_TEST_CONF) as second:
+        await second.start()
+    assert first.node_id == second.node_id
+    other = dict_child({"identity_name": "other"}, NODE_TEST_CONF)
+    async with Node(port=0, conf=other) as third:
+        await third.start()
+    assert third.node_id != first.node_id
+
+
+async def test_address_before_start_is_a_clear_error() -> None:
+    with pytest.raises(AddressError, match="start"):
+        Node(conf=NODE_TEST_CONF).address()
+
+
+async def test_messages_reach_callbacks_over_tcp_and_udp() -> None:
+    got: asyncio.Queue[tuple[bytes, tuple[str, int], str]] = asyncio.Queue()
+
+    async def on_message(msg: bytes, client_tup: tuple[str, int], pipe: Any) -> None:
+        got.put_nowait((msg, client_tup, pipe.kind))
+        await pipe.send_raw(b"ack:" + msg)
+
+    sync_seen: list[bytes] = []
+    async with Node(ip="127.0.0.1", port=0, conf=NODE_TEST_CONF) as node:
+        node.add_msg_cb(on_message)
+        node.add_msg_cb(on_message)  # twice: still called once per message
+        node.add_msg_cb(lambda msg, tup, pipe: sync_seen.append(msg))
+        await node.start()
+        port = node.listen_port
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(encode_frame(b"one") + encode_frame(b"two")[:3])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(encode_frame(b"two")[3:])
+        await writer.drain()
+        first = await asyncio.wait_for(got.get(), 2)
+        second = await asyncio.wait_for(got.get(), 2)
+        assert (first[0], first[2]) == (b"one", "tcp") and second[0] == b"two"
+        assert first[1] == writer.get_extra_info("sockname")[:2]
+        assert await asyncio.wait_for(reader.readexactly(7), 2) == b"ack:one"
+        writer.close()
+        await writer.wait_closed()
+
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.setblocking(False)
+            udp.connect(("127.0.0.1", port))
+            await loop.sock_sendall(udp, b"datagram")
+            msg, tup, kind = await asyncio.wait_for(got.get(), 2)
+            assert (msg, kind, tup) == (b"datagram", "udp", udp.getsockname())
+            reply = await asyncio.wait_for(loop.sock_recv(udp, 100), 2)
+            assert reply == b"ack:datagram"
+        assert got.empty()
+        assert sync_seen == [b"one", b"two", b"datagram"]
+
+
+async def test_oversized_frame_drops_only_that_connection() -> None:
+    got: list[bytes] = []
+    conf = dict_child({"max_message_size": 1024}, NODE_TEST_CONF)
+    async with Node(ip="127.0.0.1", port=0, conf=conf) as node:
+        node.add_msg_cb(lambda msg, tup, pipe: got.append(msg))
+        await node.start()
+        bad_r, bad_w = await asyncio.open_connection("127.0.0.1", node.listen_port)
+        bad_w.write((10**6).to_bytes(4, "big") + b"x" * 100)
+        await bad_w.drain()
+        assert await asyncio.wait_for(bad_r.read(), 2) == b"", "server closed it"
+        bad_w.close()
+        await bad_w.wait_closed()
+        good_r, good_w = await asyncio.open_connection("127.0.0.1", node.listen_port)
+        good_w.write(encode_frame(b"fine"))
+        await good_w.drain()
+        for _ in range(100):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        assert got == [b"fine"]
+        good_w.close()
+        await good_w.wait_closed()
+
+
+async def test_explicit_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        port = blocker.getsockname()[1]
+        node = Node(ip="127.0.0.1", port=port, conf=NODE_TEST_CONF)
+        with pytest.raises(PortInUseError, match=f"port {port} is already in use"):
+            await node.start()
+        assert node.closed
+
+
+async def test_derived_port_falls_back_when_taken() -> None:
+    async with Node(ip="127.0.0.1", conf=NODE_TEST_CONF) as first:
+        await first.start()
+        async with Node(ip="127.0.0.1", conf=NODE_TEST_CONF) as second:
+            await second.start()
+            assert second.listen_port != first.listen_port
+            assert second.machine_id == first.machine_id
+
+
+async def test_ip_restriction_binds_only_that_address() -> None:
+    async with Node(ip="127.0.0.1", port=0, conf=NODE_TEST_CONF) as node:
+        await node.start()
+        assert [lst.local[0] for lst in node.listeners] == ["127.0.0.1"]
+        assert node.supported() == [IP4]
+    with pytest.raises(Exception, match="198.51.100.1 is not an address"):
+        await Node(ip="198.51.100.1", port=0, conf=NODE_TEST_CONF).start()
+
+
+async def test_request_stop_wakes_wait_stopped_from_another_thread() -> None:
+    async with Node(ip="127.0.0.1", port=0, conf=NODE_TEST_CONF) as node:
+        await node.start()
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, lambda: loop.run_in_executor(None, node.request_stop))
+        await asyncio.wait_for(node.wait_stopped(), 2)
+
+
+async def test_full_conf_starts_offline_and_says_what_is_unavailable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # NODE_CONF with no reachable NTP server: start() completes, logging what is missing.
+    conf = dict_child({"ntp_servers": [], "ntp_timeout": 0.2}, NODE_CONF)
+    async with Node(ip="127.0.0.1", port=0, conf=conf) as node:
+        await node.start()
+    for phrase in (
+        "no NTP server answered",
+        "STUN clients are unavailable",
+        "UPnP",
+        "signalling is unavailable",
+        "nicknames are unavailable",
+    ):
+        assert phrase in caplog.text
+    assert node.phase_results["load_p2p_stun_clients"] == "unavailable"
+
+
+class OverrideListen:
+    """An in-process plugin that overrides one phase."""
+
+    def __init__(self) -> None:
+        self.called = False
+
+    @hookimpl
+    async def warpgate_start_maintenance_tasks(self, node: NodeType) -> str:
+        self.called = True
+        return "custom"
+
+
+async def test_inline_plugin_overrides_a_phase_for_this_node_only() -> None:
+    plugin = OverrideListen()
+    async with Node(ip="127.0.0.1", port=0, conf=NODE_TEST_CONF, plugins=[plugin]) as node:
+        await node.start()
+        assert plugin.called and node.phase_results["start_maintenance_tasks"] == "custom"
+    async with Node(ip="127.0.0.1", port=0, conf=NODE_TEST_CONF) as plain:
+        await plain.start()
+        assert plain.phase_results["start_maintenance_tasks"] == "ok"
+
+
+async def test_blocking_a_required_builtin_without_replacement_fails_clearly() -> None:
+    conf = dict_child({"plugins": {"disable": ["listen"]}}, NODE_TEST_CONF)
+    node = Node(port=0, conf=conf)
+    with pytest.raises(PhaseError, match="'listen_on_ifs'.*blocked plugins: listen"):
+        await node.start()
+    assert node.closed
+
+
+async def test_failing_phase_closes_what_was_started() -> None:
+    class Boom:
+        @hookimpl(tryfirst=True)
+        async def warpgate_setup_traversal_plugins(self, node: NodeType) -> None:
+            raise RuntimeError("kaboom")
+
+    node = Node(ip="127.0.0.1", port=0, conf=NODE_TEST_CONF, plugins=[Boom()])
+    with pytest.raises(Exception, match="kaboom"):
+        await node.start()
+    port = node.listen_port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # the listener opened in phase 7 is gone
+
+
+async def test_observer_hooks_fire() -> None:
+    events: list[str] = []
+
+    class Watch:
+        @hookimpl
+        def warpgate_node_started(self, node: NodeType) -> None:
+            events.append("started")
+
+        @hookimpl
+        def warpgate_node_stopped(self, node: NodeType) -> None:
+            events.append("stopped")
+
+    async with Node(ip="127.0.0.1", port=0, conf=NODE_TEST_CONF, plugins=[Watch()]) as node:
+        await node.start()
+    assert events == ["started", "stopped"]
+
+
+async def test_corrupted_keystore_stops_start_and_is_kept(warpgate_home: Any) -> None:
+    async with Node(ip="127.0.0.1", port=0, conf=NODE_TEST_CONF) as node:
+        await node.start()
+    key_file = warpgate_home / "keys" / "node.pem"
+    key_file.write_text("not a key")
+    with pytest.raises(Exception, match="corrupted"):
+        await Node(ip="127.0.0.1", port=0, conf=NODE_TEST_CONF).start()
+    assert key_file.read_text() == "not a key"
