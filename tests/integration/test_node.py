@@ -138,7 +138,7 @@ async def test_oversized_frame_drops_only_that_connection() -> None:
         assert await asyncio.wait_for(bad_r.read(), 2) == b"", "server closed it"
         bad_w.close()
         await bad_w.wait_closed()
-        good_r, good_w = await asyncio.open_connection("127.0.0.1", node.listen_port)
+        _good_r, good_w = await asyncio.open_connection("127.0.0.1", node.listen_port)
         good_w.write(encode_frame(b"fine"))
         await good_w.drain()
         for _ in range(100):

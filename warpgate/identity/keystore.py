@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 CURVE = ec.SECP256R1()
 
+# Parsed keys by (path, inode, size, mtime): a process starting several nodes (or a
+# Gate restarting one) parses each key file once, and any change to the file is seen.
+_parsed: dict[tuple[str, int, int, int], ec.EllipticCurvePrivateKey] = {}
+
 
 def public_key_bytes(key: ec.EllipticCurvePublicKey) -> bytes:
     """The 33-byte SEC1 compressed encoding used in node addresses."""
@@ -65,6 +69,19 @@ class Keystore:
 
     def load(self, name: str) -> ec.EllipticCurvePrivateKey:
         path = self.path_for(name)
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise KeystoreError(f"cannot read identity key {path}: {exc.strerror or exc}") from exc
+        cache_key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = _parsed.get(cache_key)
+        if cached is not None:
+            return cached
+        key = self._parse(path)
+        _parsed[cache_key] = key
+        return key
+
+    def _parse(self, path: Path) -> ec.EllipticCurvePrivateKey:
         try:
             data = path.read_bytes()
         except OSError as exc:

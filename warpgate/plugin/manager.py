@@ -103,8 +103,10 @@ def installed_entry_points() -> tuple[_EntryPoint, ...]:
 
 
 def refresh_entry_points() -> None:
-    """Forget the cached entry-point scan (after a plugin was installed at run time)."""
+    """Forget the cached entry-point scan and shared managers (after a plugin was
+    installed at run time)."""
     installed_entry_points.cache_clear()
+    _shared_managers.clear()
 
 
 def env_list(name: str) -> list[str] | None:
@@ -123,6 +125,7 @@ class WarpgatePluginManager(pluggy.PluginManager):
         self.add_hookspecs(spec)
         self.records: dict[str, PluginRecord] = {}
         self._providers: dict[Role, dict[str, ProviderInfo]] | None = None
+        self.frozen = False  # set on managers shared between nodes
 
     # -- registration --------------------------------------------------------------
 
@@ -132,6 +135,11 @@ class WarpgatePluginManager(pluggy.PluginManager):
         :raises PluginValidationError: unknown ``warpgate_*`` hook, or an implementation
             whose sync/async colour differs from its spec; nothing stays registered.
         """
+        if self.frozen:
+            raise PluginError(
+                "this plugin manager is shared by every node with the same plugin "
+                "settings and cannot change; pass Node(plugins=[...]) instead"
+            )
         registered = super().register(plugin, name)
         if registered is None:
             return None
@@ -399,10 +407,27 @@ class WarpgatePluginManager(pluggy.PluginManager):
         return merged
 
 
+_shared_managers: dict[tuple[object, ...], WarpgatePluginManager] = {}
+
+
 def make_plugin_manager(
     *, disable: Iterable[str] = (), inline: Sequence[object] = ()
 ) -> WarpgatePluginManager:
-    """A manager with installed and in-process plugins loaded."""
-    pm = WarpgatePluginManager()
-    pm.load_plugins(disable=disable, inline=inline)
+    """A manager with installed and in-process plugins loaded.
+
+    Without in-process plugins, nodes with the same load settings share one frozen
+    manager: loading and validating every plugin again for each node would cost more
+    than the rest of a node's start-up.
+    """
+    if inline:
+        pm = WarpgatePluginManager()
+        pm.load_plugins(disable=disable, inline=inline)
+        return pm
+    key = (frozenset(disable), os.environ.get(ENV_ALLOW), os.environ.get(ENV_DISABLE))
+    pm = _shared_managers.get(key)
+    if pm is None:
+        pm = WarpgatePluginManager()
+        pm.load_plugins(disable=disable)
+        pm.frozen = True
+        _shared_managers[key] = pm
     return pm
