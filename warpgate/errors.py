@@ -6,6 +6,8 @@ exactly what they mean to handle.  All of them derive from :class:`WarpgateError
 
 from __future__ import annotations
 
+import errno
+
 
 class WarpgateError(Exception):
     """Base class of every error warpgate raises on purpose."""
@@ -50,7 +52,15 @@ class KeystoreError(WarpgateError):
 
 
 class PortInUseError(WarpgateError, OSError):
-    """The listen port asked for is already taken on an address we must bind."""
+    """The listen port asked for is already taken on an address we must bind.
+
+    ``errno`` is ``EADDRINUSE``; ``port`` is the port that was taken.
+    """
+
+    def __init__(self, message: str, *, port: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno.EADDRINUSE
+        self.port = port
 
 
 class AddressError(WarpgateError, ValueError):

@@ -71,9 +71,9 @@ async def warpgate_listen_on_ifs(node: Node) -> str:
         node.add_cleanup(functools.partial(_close_all, listeners))
         return f"{len(listeners)} addresses"
     raise PortInUseError(
-        98,
         f"all {len(ports)} ports derived from this machine's id are taken "
         f"({', '.join(map(str, ports))}); pass Node(port=...) or port=0",
+        port=ports[0],
     ) from last_error
 
 

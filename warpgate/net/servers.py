@@ -192,9 +192,9 @@ async def open_listeners(
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
                     raise PortInUseError(
-                        errno.EADDRINUSE,
                         f"port {port} is already in use on {ip} (TCP or UDP); pass another "
                         "port with Node(port=...), or port=0 for any free port",
+                        port=port,
                     ) from exc
                 raise
             listener = Listener(ip, port)
