@@ -11,6 +11,7 @@ import logging
 
 from warpgate._version import __version__
 from warpgate.config import ConfigWarning, dict_child
+from warpgate.connect import Attempt, ConnectError, auto_connect
 from warpgate.errors import (
     AddressError,
     ConfigError,
@@ -22,6 +23,8 @@ from warpgate.errors import (
     UnavailableError,
     WarpgateError,
 )
+from warpgate.gate import Gate, PeerHandle, peer
+from warpgate.link.link import Link, LinkClosed, LinkPath, LinkStream, MessageTooLarge
 from warpgate.net.interfaces import IP4, IP6
 from warpgate.node.node import Node
 from warpgate.node.node_defs import NODE_CONF, NODE_TEST_CONF
@@ -36,6 +39,15 @@ __all__ = [
     "NODE_CONF",
     "NODE_TEST_CONF",
     "AddressError",
+    "Attempt",
+    "ConnectError",
+    "Gate",
+    "PeerHandle",
+    "Link",
+    "LinkClosed",
+    "LinkPath",
+    "LinkStream",
+    "MessageTooLarge",
     "ConfigError",
     "ConfigWarning",
     "KeystoreError",
@@ -50,6 +62,8 @@ __all__ = [
     "UnavailableError",
     "WarpgateError",
     "__version__",
+    "auto_connect",
     "dict_child",
     "hookimpl",
+    "peer",
 ]

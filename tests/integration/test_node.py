@@ -17,6 +17,7 @@ from warpgate import (
     AddressError,
     PhaseError,
     PortInUseError,
+    auto_connect,
     dict_child,
     hookimpl,
 )
@@ -24,7 +25,6 @@ from warpgate import Node as NodeType
 from warpgate.identity.keystore import Keystore, public_key_bytes
 from warpgate.node.node import Node
 from warpgate.sansio.address import NodeAddress
-from warpgate.sansio.framing import encode_frame
 
 LOOPBACK_CONF = NODE_TEST_CONF
 
@@ -84,70 +84,58 @@ async def test_address_before_start_is_a_clear_error() -> None:
         Node(conf=NODE_TEST_CONF).address()
 
 
-async def test_messages_reach_callbacks_over_tcp_and_udp() -> None:
-    got: asyncio.Queue[tuple[bytes, tuple[str, int], str]] = asyncio.Queue()
+async def test_messages_on_inbound_links_reach_callbacks() -> None:
+    got: asyncio.Queue[tuple[bytes, tuple[str, int], Any]] = asyncio.Queue()
 
     async def on_message(msg: bytes, client_tup: tuple[str, int], pipe: Any) -> None:
-        got.put_nowait((msg, client_tup, pipe.kind))
-        await pipe.send_raw(b"ack:" + msg)
+        got.put_nowait((msg, client_tup, pipe))
+        await pipe.send(b"ack:" + msg)
 
     sync_seen: list[bytes] = []
-    async with Node(ip="127.0.0.1", port=0, conf=NODE_TEST_CONF) as node:
-        node.add_msg_cb(on_message)
-        node.add_msg_cb(on_message)  # twice: still called once per message
-        node.add_msg_cb(lambda msg, tup, pipe: sync_seen.append(msg))
-        await node.start()
-        port = node.listen_port
-
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(encode_frame(b"one") + encode_frame(b"two")[:3])
-        await writer.drain()
-        await asyncio.sleep(0.05)
-        writer.write(encode_frame(b"two")[3:])
-        await writer.drain()
+    other = dict_child({"identity_name": "client"}, NODE_TEST_CONF)
+    async with (
+        Node(ip="127.0.0.1", port=0, conf=NODE_TEST_CONF) as server,
+        Node(ip="127.0.0.1", port=0, conf=other) as client,
+    ):
+        server.add_msg_cb(on_message)
+        server.add_msg_cb(on_message)  # twice: still called once per message
+        server.add_msg_cb(lambda msg, tup, pipe: sync_seen.append(msg))
+        await server.start()
+        await client.start()
+        link, _method = await auto_connect(client, server.address())
+        await link.send(b"one")
+        await link.send(b"two")
         first = await asyncio.wait_for(got.get(), 2)
         second = await asyncio.wait_for(got.get(), 2)
-        assert (first[0], first[2]) == (b"one", "tcp") and second[0] == b"two"
-        assert first[1] == writer.get_extra_info("sockname")[:2]
-        assert await asyncio.wait_for(reader.readexactly(7), 2) == b"ack:one"
-        writer.close()
-        await writer.wait_closed()
-
-        loop = asyncio.get_running_loop()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.setblocking(False)
-            udp.connect(("127.0.0.1", port))
-            await loop.sock_sendall(udp, b"datagram")
-            msg, tup, kind = await asyncio.wait_for(got.get(), 2)
-            assert (msg, kind, tup) == (b"datagram", "udp", udp.getsockname())
-            reply = await asyncio.wait_for(loop.sock_recv(udp, 100), 2)
-            assert reply == b"ack:datagram"
-        assert got.empty()
-        assert sync_seen == [b"one", b"two", b"datagram"]
+        assert (first[0], second[0]) == (b"one", b"two")
+        assert first[1] == link.path.local, "client_tup is the peer's (ip, port)"
+        assert first[2].remote_key == client.public_key, "pipe is the server side link"
+        assert await link.recv(2) == b"ack:one" and await link.recv(2) == b"ack:two"
+        assert sync_seen == [b"one", b"two"]
 
 
-async def test_oversized_frame_drops_only_that_connection() -> None:
-    got: list[bytes] = []
-    conf = dict_child({"max_message_size": 1024}, NODE_TEST_CONF)
-    async with Node(ip="127.0.0.1", port=0, conf=conf) as node:
-        node.add_msg_cb(lambda msg, tup, pipe: got.append(msg))
-        await node.start()
-        bad_r, bad_w = await asyncio.open_connection("127.0.0.1", node.listen_port)
-        bad_w.write((10**6).to_bytes(4, "big") + b"x" * 100)
+async def test_garbage_connection_is_dropped_and_others_served(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    other = dict_child({"identity_name": "client"}, NODE_TEST_CONF)
+    async with (
+        Node(ip="127.0.0.1", port=0, conf=NODE_TEST_CONF) as server,
+        Node(ip="127.0.0.1", port=0, conf=other) as client,
+    ):
+        await server.start()
+        await client.start()
+        bad_r, bad_w = await asyncio.open_connection("127.0.0.1", server.listen_port)
+        bad_w.write(b"GET / HTTP/1.1\r\n\r\n")
         await bad_w.drain()
         assert await asyncio.wait_for(bad_r.read(), 2) == b"", "server closed it"
         bad_w.close()
         await bad_w.wait_closed()
-        _good_r, good_w = await asyncio.open_connection("127.0.0.1", node.listen_port)
-        good_w.write(encode_frame(b"fine"))
-        await good_w.drain()
-        for _ in range(100):
-            if got:
-                break
-            await asyncio.sleep(0.01)
-        assert got == [b"fine"]
-        good_w.close()
-        await good_w.wait_closed()
+        assert server.dropped_connections == 1
+        assert "not a warpgate link" in caplog.text
+        link, _ = await auto_connect(client, server.address())
+        inbound = await server.accept(2)
+        await link.send(b"fine")
+        assert await inbound.recv(2) == b"fine"
 
 
 async def test_explicit_port_in_use_is_a_clear_error() -> None:
@@ -197,7 +185,6 @@ async def test_full_conf_starts_offline_and_says_what_is_unavailable(
         "no NTP server answered",
         "STUN clients are unavailable",
         "UPnP",
-        "signalling is unavailable",
         "nicknames are unavailable",
     ):
         assert phrase in caplog.text

@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from warpgate.config import check_core_conf, check_port, dict_child, warn_unknown_keys
-from warpgate.errors import AddressError, FrameError, PhaseError, UnavailableError
+from warpgate.errors import AddressError, PhaseError, UnavailableError, WarpgateError
+from warpgate.link.link import Link
+from warpgate.sansio.link_handshake import LinkIdentity, LinkProtocolError
 from warpgate.net.interfaces import Interface, IPv4, IPv6
 from warpgate.node.node_defs import NODE_CONF
 from warpgate.plugin.manager import WarpgatePluginManager, make_plugin_manager
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from warpgate.sansio.address import Hint
 
 log = logging.getLogger(__name__)
+
+INBOUND_BACKLOG = 128  # inbound links waiting for accept(); more are refused
 
 MsgCallback = Callable[[bytes, tuple[str, int], "ServerPipe"], Awaitable[None] | None]
 
@@ -114,6 +118,13 @@ class Node:
         self.phase_results: dict[str, Any] = {}
 
         self._msg_cbs: list[MsgCallback] = []
+        self._link_identity: LinkIdentity | None = None
+        self.links: set[Link] = set()
+        self._inbound: asyncio.Queue[Link] = asyncio.Queue(INBOUND_BACKLOG)
+        self._awaited_intents: dict[bytes, asyncio.Future[Link]] = {}
+        self.last_connect_trace: list[Any] = []
+        self.dropped_connections = 0
+        self.dropped_datagrams = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cleanups = contextlib.AsyncExitStack()
         self._stopped = asyncio.Event()
@@ -204,6 +215,11 @@ class Node:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for link in list(self.links):
+            with contextlib.suppress(Exception):
+                await link.close("node closing")
+        for fut in self._awaited_intents.values():
+            fut.cancel()
         try:
             await self._cleanups.aclose()
         finally:
@@ -299,11 +315,76 @@ class Node:
             full = await service.register(name, self)
         return full
 
-    # -- message delivery (used by the listen plugin) ------------------------------------
+    # -- links --------------------------------------------------------------------------
 
-    async def deliver_message(
-        self, msg: bytes, client_tup: tuple[str, int], pipe: ServerPipe
-    ) -> None:
+    @property
+    def link_identity(self) -> LinkIdentity:
+        """This process's signed Noise key for link handshakes (made on first use)."""
+        if self._link_identity is None:
+            if self.private_key is None:
+                raise RuntimeError("the node has no identity yet: await node.start() first")
+            self._link_identity = LinkIdentity.create(self.private_key, self.public_key)
+        return self._link_identity
+
+    async def connect(self, dest: object, **options: Any) -> Link:
+        """Connect to a peer (address bytes, text or nickname); see
+        :func:`warpgate.auto_connect` for the options.  Returns the link."""
+        from warpgate.connect import auto_connect
+
+        link, _method = await auto_connect(self, dest, **options)  # type: ignore[arg-type]
+        return link
+
+    async def accept(self, timeout: float | None = None) -> Link:
+        """The next inbound link (one a peer opened to us).
+
+        Messages on a link taken here go to its ``recv()``; before that, they go to the
+        :meth:`add_msg_cb` callbacks (or wait for ``accept()`` if there are none).
+        """
+        async with asyncio.timeout(timeout):
+            link = await self._inbound.get()
+        link._accepted = True
+        return link
+
+    def expect_inbound(self, intent: bytes) -> asyncio.Future[Link]:
+        """A future for the inbound link that will carry ``intent`` (reverse connect)."""
+        fut: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
+        self._awaited_intents[intent] = fut
+        fut.add_done_callback(lambda _f: self._awaited_intents.pop(intent, None))
+        return fut
+
+    def adopt_link(self, link: Link, *, inbound: bool) -> None:
+        """Track a new link: closed with the node, announced to observers, and for an
+        inbound link, routed to a waiting reverse connect or to :meth:`accept`."""
+        self.links.add(link)
+        link._on_closed = self.links.discard
+        self.plugins.notify("warpgate_link_established", node=self, link=link)
+        if not inbound:
+            return
+        waiter = self._awaited_intents.get(link.intent) if link.intent else None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(link)
+            return
+        self.offer_inbound(link)
+
+    def offer_inbound(self, link: Link) -> None:
+        """Queue ``link`` for :meth:`accept` (and route its messages to the callbacks
+        until accepted)."""
+        link._accepted = False
+        link._on_message = self._on_inbound_message
+        try:
+            self._inbound.put_nowait(link)
+        except asyncio.QueueFull:
+            log.warning("inbound backlog full: refusing link from %s", link.path.remote)
+            self.spawn(link.close("backlog full"), name="close refused link")
+
+    async def _on_inbound_message(self, msg: bytes, link: Link) -> bool:
+        """Deliver to the message callbacks; True when nobody else will read it."""
+        if not self._msg_cbs:
+            return False
+        await self.deliver_message(msg, link.path.remote, link)
+        return not link._accepted
+
+    async def deliver_message(self, msg: bytes, client_tup: tuple[str, int], pipe: Any) -> None:
         """Hand one received message to every callback; a failing callback is logged
         and does not stop the others."""
         for cb in list(self._msg_cbs):
@@ -317,24 +398,38 @@ class Node:
     async def handle_tcp_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pipe: ServerPipe
     ) -> None:
-        """Read length-prefixed frames from an inbound connection until it closes."""
-        from warpgate.sansio.framing import FrameDecoder
+        """An inbound TCP connection: a link handshake, or dropped with a log line."""
+        from warpgate.link.tcp import LINK_MAGIC, accept_tcp
 
-        decoder = FrameDecoder(max_size=self.conf["max_message_size"])
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                return
-            try:
-                frames = decoder.feed(data)
-            except FrameError as exc:
-                log.warning("dropping connection from %s: %s", pipe.remote, exc)
-                return
-            for frame in frames:
-                await self.deliver_message(frame, pipe.remote, pipe)
+        try:
+            async with asyncio.timeout(self.conf["handshake_timeout"]):
+                magic = await reader.readexactly(len(LINK_MAGIC))
+                if magic != LINK_MAGIC:
+                    raise LinkProtocolError(f"not a warpgate link (first bytes {magic!r})")
+                link = await accept_tcp(
+                    self.link_identity,
+                    reader,
+                    writer,
+                    max_message=self.conf["max_message_size"],
+                    encrypt=self.conf["link_encryption"],
+                )
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            self.dropped_connections += 1
+            log.info("dropped connection from %s: %s", pipe.remote, type(exc).__name__)
+            return
+        except WarpgateError as exc:
+            self.dropped_connections += 1
+            log.warning("dropped connection from %s: %s", pipe.remote, exc)
+            return
+        self.adopt_link(link, inbound=True)
+        # The link owns the connection now; wait for it so the listener's bookkeeping
+        # (and its close on node shutdown) covers the link's lifetime.
+        await link._closed.wait()
 
     async def handle_datagram(self, data: bytes, addr: tuple[str, int], pipe: ServerPipe) -> None:
-        await self.deliver_message(data, addr, pipe)
+        """A datagram on a listening UDP socket that no link claimed: dropped."""
+        self.dropped_datagrams += 1
+        log.debug("dropped %d-byte datagram from %s", len(data), addr)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "started" if self.started else "new"

@@ -21,6 +21,9 @@ NODE_CONF: dict[str, Any] = {
     "identity_name": "node",  # keystore entry holding this node's keypair
     "listen_loopback": True,  # also listen on 127.0.0.1 / ::1 (same-machine peers)
     "plugin_timeout": 30.0,
+    "handshake_timeout": 10.0,  # seconds an inbound link may take to authenticate
+    "connect_timeout": 10.0,  # default overall deadline of auto_connect, seconds
+    "link_encryption": True,  # False only for benchmarks: plaintext when both sides agree
     # bytes; an inbound frame larger than this drops its connection
     "max_message_size": 16 * 1024 * 1024,  # seconds any one plugin may spend in one async hook
     "plugins": {

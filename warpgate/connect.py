@@ -1,0 +1,262 @@
+"""``auto_connect``: race every way of reaching a peer, keep the first authenticated link.
+
+Candidates come from the selected traversal methods, cheapest first.  They start
+staggered, happy-eyeballs style: the next one starts when the previous one fails or
+after ``stagger`` seconds, whichever is first, so a dead path never holds up a live one
+for long and a live one is rarely raced by needless work.  The first attempt that
+completes the authenticated handshake wins; every other attempt is cancelled and any
+link it still produced is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from warpgate.errors import AddressError, UnavailableError, WarpgateError
+from warpgate.interfaces import Candidate, Transport
+from warpgate.sansio.address import NodeAddress, is_text_address, parse_address
+
+if TYPE_CHECKING:
+    from warpgate.link.link import Link
+    from warpgate.node.node import Node
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["pending", "won", "failed", "cancelled", "not needed"]
+
+
+@dataclass
+class Attempt:
+    """One attempt of one candidate, as recorded in a connect trace."""
+
+    candidate: Candidate
+    started: float  # seconds since auto_connect was called
+    ended: float | None = None
+    outcome: Outcome = "pending"
+    error: str = ""
+
+    @property
+    def method(self) -> str:
+        return self.candidate.method
+
+    @property
+    def local(self) -> str | None:
+        return self.candidate.local_ip
+
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        return self.candidate.remote
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.ended is None else self.ended - self.started
+
+    def describe(self) -> str:
+        took = f"{self.duration * 1000:.0f} ms" if self.duration is not None else "-"
+        why = f": {self.error}" if self.error else ""
+        return f"{self.candidate.describe()} -> {self.outcome} after {took}{why}"
+
+
+class ConnectError(WarpgateError, ConnectionError):
+    """No attempt reached the peer.  ``attempts`` says what was tried and why each
+    failed."""
+
+    def __init__(self, message: str, attempts: list[Attempt] | None = None) -> None:
+        self.attempts = attempts or []
+        lines = [message] + [f"  - {a.describe()}" for a in self.attempts]
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class _Race:
+    node: Node
+    peer: NodeAddress
+    intent: bytes
+    attempt_timeout: float
+    begin: float = field(default_factory=time.monotonic)
+    attempts: list[Attempt] = field(default_factory=list)
+    running: dict[asyncio.Task[Link], Attempt] = field(default_factory=dict)
+
+    def now(self) -> float:
+        return time.monotonic() - self.begin
+
+    def start(self, candidate: Candidate, provider: object) -> None:
+        attempt = Attempt(candidate, started=self.now())
+        self.attempts.append(attempt)
+        self.node.plugins.notify("warpgate_connect_attempt", node=self.node, attempt=attempt)
+        task = asyncio.create_task(self._run(provider, candidate), name=candidate.describe())
+        self.running[task] = attempt
+
+    async def _run(self, provider: object, candidate: Candidate) -> Link:
+        async with asyncio.timeout(self.attempt_timeout):
+            return await provider.attempt(self.peer, candidate, intent=self.intent)  # type: ignore[attr-defined]
+
+    def finish(self, task: asyncio.Task[Link]) -> Link | None:
+        attempt = self.running.pop(task)
+        attempt.ended = self.now()
+        if task.cancelled():
+            attempt.outcome = "cancelled"
+            return None
+        exc = task.exception()
+        if exc is not None:
+            attempt.outcome = "failed"
+            attempt.error = (
+                f"timed out after {self.attempt_timeout:g} s"
+                if isinstance(exc, TimeoutError)
+                else f"{type(exc).__name__}: {exc}"
+                if str(exc)
+                else type(exc).__name__
+            )
+            self.node.plugins.notify(
+                "warpgate_connect_failed", node=self.node, attempt=attempt, error=exc
+            )
+            return None
+        return task.result()
+
+    async def cancel_all(self) -> None:
+        tasks = list(self.running)
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for task, result in zip(tasks, results, strict=True):
+            attempt = self.running.pop(task)
+            attempt.ended = self.now()
+            attempt.outcome = "cancelled"
+            if not isinstance(result, BaseException):  # finished as we cancelled it
+                attempt.outcome = "not needed"
+                await result.close("another path won")
+
+
+async def resolve_destination(node: Node, dest: object) -> NodeAddress:
+    """Address bytes, a :class:`NodeAddress`, its text form, or a nickname."""
+    if isinstance(dest, str) and not is_text_address(dest):
+        if not node.name_services:
+            raise UnavailableError(
+                f"cannot resolve the name {dest!r}: no name service is running (install or "
+                "select one, or pass the peer's address instead)"
+            )
+        errors = []
+        for service in node.name_services.values():
+            try:
+                return parse_address(await service.resolve(dest))
+            except (LookupError, AddressError, WarpgateError) as exc:
+                errors.append(f"{getattr(service, 'name', service)}: {exc}")
+        raise ConnectError(f"no name service knows {dest!r} ({'; '.join(errors)})")
+    if isinstance(dest, NodeAddress | bytes | bytearray | memoryview | str):
+        return parse_address(dest)
+    raise TypeError(f"dest must be address bytes, a NodeAddress, text or a name, not {dest!r}")
+
+
+async def auto_connect(
+    node: Node,
+    dest: object,
+    *,
+    methods: list[str] | None = None,
+    transport: Transport = "tcp",
+    timeout: float | None = None,
+    attempt_timeout: float | None = None,
+    stagger: float = 0.25,
+    run_all: bool = False,
+    intent: bytes = b"",
+) -> tuple[Link, str]:
+    """Connect to ``dest`` by the first traversal method that works.
+
+    :param dest: the peer's address (bytes, :class:`NodeAddress` or its ``wg1...``
+        text) or nickname (``"alice.p2p"``).
+    :param methods: traversal method names to use, in order of preference; default:
+        every method the node started, in stack order.
+    :param transport: ``"tcp"`` (reliable, ordered; the default) or ``"udp"``.
+    :param timeout: overall deadline in seconds (default: conf ``connect_timeout``).
+    :param attempt_timeout: deadline of each attempt (default: ``timeout``).
+    :param stagger: seconds to wait for an attempt before starting the next in parallel.
+    :param run_all: run every candidate to its end (diagnostics): the trace then shows
+        every method's outcome; the first link still wins and the others are closed.
+    :returns: ``(link, method_name)``.  ``link.trace`` lists every attempt.
+    :raises ConnectError: nothing worked; its ``attempts`` say what failed and why.
+    """
+    if not node.started:
+        raise RuntimeError("start the node first: await node.start()")
+    peer = await resolve_destination(node, dest)
+    if peer.public_key == node.public_key:
+        raise ConnectError("that address is this node's own")
+    timeout = node.conf["connect_timeout"] if timeout is None else timeout
+    available = node.traversal_methods
+    if methods is not None:
+        unknown = [m for m in methods if m not in available]
+        if unknown:
+            raise ConnectError(
+                f"traversal method {', '.join(map(repr, unknown))} is not running on this "
+                f"node; running: {', '.join(available) or '(none)'}"
+            )
+        chosen = {name: available[name] for name in methods}
+    else:
+        chosen = dict(available)
+    ranked: list[tuple[float, int, Candidate, object]] = []
+    for order, (_name, provider) in enumerate(chosen.items()):
+        for cand in provider.candidates(peer, transport=transport):
+            ranked.append((cand.cost, order, cand, provider))
+    ranked.sort(key=lambda r: (r[0], r[1]))
+    if not ranked:
+        raise ConnectError(
+            f"no traversal method can reach this peer over {transport} "
+            f"(methods: {', '.join(chosen) or 'none'}; the peer lists "
+            f"{len(peer.interfaces)} address(es))"
+        )
+
+    race = _Race(node, peer, intent or secrets.token_bytes(8), attempt_timeout or timeout)
+    queue = [(cand, provider) for _c, _o, cand, provider in ranked]
+    winner: Link | None = None
+    last_start = -stagger
+    try:
+        async with asyncio.timeout(timeout):
+            while queue or race.running:
+                if queue and (not race.running or race.now() - last_start >= stagger):
+                    race.start(*queue.pop(0))
+                    last_start = race.now()
+                wait = stagger - (race.now() - last_start) if queue else None
+                done, _ = await asyncio.wait(
+                    race.running,
+                    timeout=max(wait, 0) if wait is not None else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for task in done:
+                    attempt = race.running[task]
+                    link = race.finish(task)
+                    if link is None:
+                        last_start = -stagger  # a failure frees the next start at once
+                        continue
+                    if winner is None:
+                        winner, attempt.outcome = link, "won"
+                    else:
+                        attempt.outcome = "not needed"
+                        await link.close("another path won")
+                if winner is not None and not run_all:
+                    break
+    except TimeoutError:
+        pass
+    finally:
+        await race.cancel_all()
+        for attempt in race.attempts:
+            if attempt.outcome == "cancelled" and winner is None:
+                attempt.error = f"overall deadline of {timeout:g} s reached"
+    node.last_connect_trace = race.attempts
+    if winner is None:
+        raise ConnectError(
+            f"could not connect to {peer.public_key.hex()[:16]}... within {race.now():.1f} s",
+            race.attempts,
+        )
+    winner.trace = list(race.attempts)
+    node.adopt_link(winner, inbound=False)
+    log.info(
+        "connected to %s by %s in %.1f ms",
+        peer.public_key.hex()[:16],
+        winner.path,
+        race.now() * 1000,
+    )
+    return winner, winner.path.method

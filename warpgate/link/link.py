@@ -1,0 +1,289 @@
+"""Links: authenticated, encrypted, message-oriented connections to one peer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from warpgate.errors import WarpgateError
+from warpgate.sansio.link_handshake import LinkProtocolError
+from warpgate.sansio.link_records import CLOSE, PING, PONG, Closed, Message, Ping, Pong, RecordCodec
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+RECV_QUEUE_MESSAGES = 256  # messages held for recv() before the reader stops reading
+
+
+class LinkClosed(WarpgateError, ConnectionError):
+    """The link is closed (by us, by the peer, or because the connection broke)."""
+
+
+class MessageTooLarge(WarpgateError, ValueError):
+    """A message is larger than the link's ``max_message``."""
+
+
+@dataclass(frozen=True)
+class LinkPath:
+    """How a link reaches its peer."""
+
+    method: str  # the traversal method that made it ("direct", "reverse", "inbound", ...)
+    transport: Literal["tcp", "udp"]
+    local: Addr
+    remote: Addr
+    relayed: bool = False
+
+    @property
+    def kind(self) -> Literal["direct", "relay"]:
+        return "relay" if self.relayed else "direct"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.method} {self.transport} {self.local[0]}:{self.local[1]} -> "
+            f"{self.remote[0]}:{self.remote[1]} ({self.kind})"
+        )
+
+
+class Link:
+    """One authenticated, end-to-end encrypted link to a peer.
+
+    ``await link.send(data)`` / ``await link.recv(timeout=...)`` keep message
+    boundaries; ``async for msg in link`` reads until the link closes.  ``remote_key``
+    is the peer's identity key (verified in the handshake); ``path`` says how the link
+    got there.
+    """
+
+    def __init__(
+        self,
+        *,
+        codec: RecordCodec,
+        remote_key: bytes,
+        path: LinkPath,
+        initiator: bool,
+        intent: bytes = b"",
+    ) -> None:
+        self.remote_key = remote_key
+        self.path = path
+        self.initiator = initiator
+        self.intent = intent
+        self.max_message = codec.max_message
+        self.trace: list[object] = []  # auto_connect's attempts, for the winner
+        self.created = time.monotonic()
+        self._codec = codec
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(RECV_QUEUE_MESSAGES)
+        self._closed = asyncio.Event()
+        self._close_reason = ""
+        # Set by the node for inbound links: message callbacks, and its link registry.
+        self._on_message: Callable[[bytes, Link], Awaitable[bool]] | None = None
+        self._on_closed: Callable[[Link], None] | None = None
+        self._accepted = True
+        self._pongs: dict[bytes, asyncio.Future[float]] = {}
+        self.messages_sent = 0
+        self.messages_received = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    # -- user API -------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    async def send(self, data: bytes) -> None:
+        """Send one message (bytes).  Waits while the transport's buffer is full.
+
+        :raises MessageTooLarge: ``len(data) > link.max_message``.
+        :raises LinkClosed: the link is closed.
+        """
+        if self.closed:
+            raise LinkClosed(f"link to {self.remote_key.hex()[:16]} is closed {self._close_reason}")
+        if len(data) > self.max_message:
+            raise MessageTooLarge(
+                f"message of {len(data)} bytes is larger than this link's maximum of "
+                f"{self.max_message} (conf key max_message_size); use link.stream() for bulk data"
+            )
+        records = self._codec.seal_message(bytes(data))
+        self.messages_sent += 1
+        self.bytes_sent += len(data)
+        await self._transmit(records)
+
+    async def recv(self, timeout: float | None = None) -> bytes:
+        """The next message.
+
+        :raises TimeoutError: nothing arrived within ``timeout`` seconds.
+        :raises LinkClosed: the link closed and every message was read.
+        """
+        if self._queue.empty() and self.closed:
+            raise LinkClosed(f"link closed {self._close_reason}".strip())
+        async with asyncio.timeout(timeout):
+            item = await self._queue.get()
+        if item is None:
+            self._queue.put_nowait(None)  # keep later recv() calls failing fast
+            raise LinkClosed(f"link closed {self._close_reason}".strip())
+        return item
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                yield await self.recv()
+            except LinkClosed:
+                return
+
+    async def ping(self, timeout: float = 5.0) -> float:
+        """Round-trip time to the peer in seconds, measured over the link itself."""
+        token = time.monotonic_ns().to_bytes(8, "big")
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._pongs[token] = fut
+        begin = time.perf_counter()
+        try:
+            await self._transmit([self._codec.seal_control(PING, token)])
+            async with asyncio.timeout(timeout):
+                await fut
+        finally:
+            self._pongs.pop(token, None)
+        return time.perf_counter() - begin
+
+    def stream(self) -> LinkStream:
+        """A byte-stream view of this link for bulk data (see :class:`LinkStream`)."""
+        return LinkStream(self)
+
+    async def close(self, reason: str = "") -> None:
+        """Tell the peer, then close.  Idempotent."""
+        if self.closed:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self._transmit([self._codec.seal_control(CLOSE, reason.encode()[:200])]), 1
+            )
+        await self._shutdown(f"(closed by us{': ' + reason if reason else ''})")
+
+    async def __aenter__(self) -> Link:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            "path": str(self.path),
+            "messages_sent": self.messages_sent,
+            "messages_received": self.messages_received,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "age": time.monotonic() - self.created,
+            "closed": self.closed,
+        }
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<Link {self.remote_key.hex()[:16]} {self.path} {state}>"
+
+    # -- for transports --------------------------------------------------------------
+
+    async def _transmit(self, records: list[bytes]) -> None:
+        raise NotImplementedError
+
+    async def _shutdown(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def _mark_closed(self, reason: str) -> None:
+        if self.closed:
+            return
+        self._close_reason = reason
+        self._closed.set()
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+        if self._queue.full():
+            # Make room for the end marker so a waiting recv() wakes; the dropped
+            # message was never going to be read on a full, closed link anyway.
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+        for fut in self._pongs.values():
+            if not fut.done():
+                fut.set_exception(LinkClosed("link closed"))
+        if self._on_closed is not None:
+            self._on_closed(self)
+
+    async def _handle_record(self, record: bytes) -> bool:
+        """Process one received record; False when the peer closed the link."""
+        event = self._codec.open(record)
+        if event is None:
+            return True
+        if isinstance(event, Message):
+            self.messages_received += 1
+            self.bytes_received += len(event.data)
+            consumed = False
+            if self._on_message is not None:
+                consumed = await self._on_message(event.data, self)
+            if not consumed:
+                await self._queue.put(event.data)
+            return True
+        if isinstance(event, Ping):
+            await self._transmit([self._codec.seal_control(PONG, event.body)])
+            return True
+        if isinstance(event, Pong):
+            fut = self._pongs.get(event.body)
+            if fut is not None and not fut.done():
+                fut.set_result(time.monotonic())
+            return True
+        if isinstance(event, Closed):
+            self._close_reason = f"(closed by peer{': ' + event.reason if event.reason else ''})"
+            return False
+        raise LinkProtocolError(f"unexpected event {event!r}")
+
+
+class LinkStream:
+    """Bytes in, bytes out, over a link's messages: for bulk data.
+
+    ``write`` cuts data into messages of at most ``chunk`` bytes; ``read`` returns bytes
+    from the messages received, as a socket would.  Don't mix ``stream()`` reads with
+    ``recv()`` on the same link.
+    """
+
+    def __init__(self, link: Link, chunk: int = 65536) -> None:
+        self.link = link
+        self.chunk = min(chunk, link.max_message)
+        self._buffer = bytearray()
+        self._eof = False
+
+    async def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        for start in range(0, len(data), self.chunk):
+            await self.link.send(bytes(view[start : start + self.chunk]))
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (``-1``: whatever is buffered or the next message);
+        ``b""`` at the end of the stream (link closed)."""
+        if not self._buffer and not self._eof:
+            try:
+                self._buffer += await self.link.recv()
+            except LinkClosed:
+                self._eof = True
+        if n < 0 or n >= len(self._buffer):
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            return data
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
+    async def readexactly(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            if self._eof:
+                raise asyncio.IncompleteReadError(bytes(self._buffer), n)
+            try:
+                self._buffer += await self.link.recv()
+            except LinkClosed:
+                self._eof = True
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data

@@ -1,0 +1,524 @@
+"""The Noise ``XX`` handshake, ``Noise_XX_25519_ChaChaPoly_SHA256`` (sans-IO).
+
+An implementation of the Noise Protocol Framework, revision 34
+(https://noiseprotocol.org/noise.html), restricted to the one protocol warpgate uses::
+
+    XX:
+      -> e
+      <- e, ee, s, es
+      -> s, se
+
+Primitives come from ``cryptography`` (X25519, ChaCha20-Poly1305) and the standard
+library (SHA-256, HMAC); HKDF is the spec's own two/three-output construction from
+section 4.3, not RFC 5869's API.  Nothing here does I/O: :class:`NoiseHandshake` takes and
+returns handshake messages as bytes and the caller moves them (framing each message is
+the caller's job), then :meth:`NoiseHandshake.split` hands out two :class:`CipherState`
+objects for transport encryption.
+
+Every failure (a message of the wrong length, an authentication tag that does not
+verify, a call out of turn, an exhausted nonce, a low-order public key) raises
+:class:`NoiseError`.  A handshake is single-use: once :meth:`NoiseHandshake.read_message`
+has failed, every further call raises :class:`NoiseError` too.
+
+Limits the caller must respect: a Noise message is at most :data:`MAX_MESSAGE` (65535)
+bytes, so a transport plaintext is at most ``MAX_MESSAGE - TAG_SIZE`` (65519) bytes and a
+handshake payload correspondingly less (see :meth:`NoiseHandshake.max_payload`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from warpgate.errors import WarpgateError
+
+__all__ = [
+    "DH_SIZE",
+    "HASH_SIZE",
+    "MAX_MESSAGE",
+    "MAX_NONCE",
+    "PROTOCOL_NAME",
+    "TAG_SIZE",
+    "CipherState",
+    "NoiseError",
+    "NoiseHandshake",
+    "generate_static_key",
+    "public_key",
+]
+
+PROTOCOL_NAME: Final = b"Noise_XX_25519_ChaChaPoly_SHA256"
+MAX_MESSAGE: Final = 65535
+"""Noise's limit on the size of any message, handshake or transport."""
+TAG_SIZE: Final = 16
+"""Size of the ChaCha20-Poly1305 authentication tag added to every encrypted field."""
+DH_SIZE: Final = 32
+"""Size of an X25519 public key, private key and shared secret."""
+HASH_SIZE: Final = 32
+KEY_SIZE: Final = 32
+MAX_NONCE: Final = 2**64 - 1
+"""Reserved by Noise: never used to encrypt a message (only by rekey)."""
+
+_ZERO_DH: Final = bytes(DH_SIZE)
+
+
+class NoiseError(WarpgateError, ValueError):
+    """A Noise handshake or transport operation failed.
+
+    Raised for bad lengths, authentication failures, out-of-turn calls, nonce
+    exhaustion and invalid keys alike; the message says which.
+    """
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _hash(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _hmac(key: bytes, data: bytes) -> bytes:
+    return hmac.new(key, data, hashlib.sha256).digest()
+
+
+def _hkdf2(chaining_key: bytes, input_key_material: bytes) -> tuple[bytes, bytes]:
+    """HKDF(chaining_key, input_key_material, 2) as defined in section 4.3 of the spec."""
+    temp_key = _hmac(chaining_key, input_key_material)
+    output1 = _hmac(temp_key, b"\x01")
+    output2 = _hmac(temp_key, output1 + b"\x02")
+    return output1, output2
+
+
+def _nonce_bytes(nonce: int) -> bytes:
+    """ChaChaPoly's 96-bit nonce: 32 bits of zeros, then the 64-bit counter little-endian."""
+    return b"\x00\x00\x00\x00" + nonce.to_bytes(8, "little")
+
+
+def _private_key(raw: bytes, what: str) -> X25519PrivateKey:
+    if not isinstance(raw, bytes | bytearray) or len(raw) != DH_SIZE:
+        raise NoiseError(f"{what} must be {DH_SIZE} raw bytes")
+    return X25519PrivateKey.from_private_bytes(bytes(raw))
+
+
+def _public_bytes(key: X25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes_raw()
+
+
+def _dh(private: X25519PrivateKey, public: bytes) -> bytes:
+    """X25519, refusing an all-zero result (a low-order or otherwise invalid public key)."""
+    try:
+        shared = private.exchange(X25519PublicKey.from_public_bytes(public))
+    except ValueError as exc:  # OpenSSL refuses an all-zero result itself
+        raise NoiseError("invalid X25519 public key (low-order point)") from exc
+    if hmac.compare_digest(shared, _ZERO_DH):
+        raise NoiseError("invalid X25519 public key (low-order point)")
+    return shared
+
+
+def generate_static_key() -> bytes:
+    """Return a fresh random X25519 private key as 32 raw bytes."""
+    return X25519PrivateKey.generate().private_bytes_raw()
+
+
+def public_key(private: bytes) -> bytes:
+    """Return the 32-byte X25519 public key of the raw private key ``private``."""
+    return _public_bytes(_private_key(private, "private key"))
+
+
+# --------------------------------------------------------------------------- CipherState
+
+
+class CipherState:
+    """One direction of transport encryption: ChaCha20-Poly1305, 96-bit nonce = 4 zero bytes
+    + 64-bit little-endian counter (as Noise specifies).
+
+    :meth:`encrypt`/:meth:`decrypt` use an implicit counter (for reliable, ordered
+    transports); :meth:`encrypt_with_nonce`/:meth:`decrypt_with_nonce` take the nonce from
+    the caller (for datagrams, where the nonce travels with the packet and a
+    :class:`~warpgate.sansio.replay.ReplayWindow` rejects replays).  Never mix the two
+    styles on one CipherState, and never encrypt twice with one nonce.
+
+    Nonce ``2**64 - 1`` is reserved and refused.  Ciphertexts are limited to
+    :data:`MAX_MESSAGE` bytes, plaintexts to ``MAX_MESSAGE - TAG_SIZE``.
+    """
+
+    __slots__ = ("_aead", "_key", "_nonce")
+
+    def __init__(self, key: bytes) -> None:
+        if not isinstance(key, bytes | bytearray) or len(key) != KEY_SIZE:
+            raise NoiseError(f"a cipher key must be {KEY_SIZE} bytes")
+        self._key = bytes(key)
+        self._aead = ChaCha20Poly1305(self._key)
+        self._nonce = 0
+
+    def __repr__(self) -> str:  # never show the key
+        return f"<CipherState nonce={self._nonce}>"
+
+    @property
+    def nonce(self) -> int:
+        """The next implicit nonce :meth:`encrypt` / :meth:`decrypt` will use."""
+        return self._nonce
+
+    @staticmethod
+    def _check_nonce(nonce: int) -> None:
+        if not isinstance(nonce, int) or isinstance(nonce, bool):
+            raise NoiseError("the nonce must be an int")
+        if nonce < 0 or nonce >= MAX_NONCE:
+            raise NoiseError(f"nonce {nonce} is out of range (0 .. 2**64-2)")
+
+    def encrypt_with_nonce(self, nonce: int, plaintext: bytes, ad: bytes = b"") -> bytes:
+        """Encrypt ``plaintext`` under the explicit ``nonce``; the counter is untouched."""
+        self._check_nonce(nonce)
+        if len(plaintext) > MAX_MESSAGE - TAG_SIZE:
+            raise NoiseError(
+                f"plaintext of {len(plaintext)} bytes exceeds {MAX_MESSAGE - TAG_SIZE} bytes"
+            )
+        return self._aead.encrypt(_nonce_bytes(nonce), bytes(plaintext), bytes(ad))
+
+    def decrypt_with_nonce(self, nonce: int, ciphertext: bytes, ad: bytes = b"") -> bytes:
+        """Decrypt and authenticate ``ciphertext`` made with ``nonce``; the counter is untouched."""
+        self._check_nonce(nonce)
+        if len(ciphertext) < TAG_SIZE:
+            raise NoiseError(f"ciphertext of {len(ciphertext)} bytes is shorter than the tag")
+        if len(ciphertext) > MAX_MESSAGE:
+            raise NoiseError(f"ciphertext of {len(ciphertext)} bytes exceeds {MAX_MESSAGE}")
+        try:
+            return self._aead.decrypt(_nonce_bytes(nonce), bytes(ciphertext), bytes(ad))
+        except InvalidTag:
+            raise NoiseError("decryption failed: authentication tag mismatch") from None
+
+    def encrypt(self, plaintext: bytes, ad: bytes = b"") -> bytes:
+        """Encrypt with the implicit counter, then advance it."""
+        ciphertext = self.encrypt_with_nonce(self._nonce, plaintext, ad)
+        self._nonce += 1
+        return ciphertext
+
+    def decrypt(self, ciphertext: bytes, ad: bytes = b"") -> bytes:
+        """Decrypt with the implicit counter and advance it, only if authentication succeeds."""
+        plaintext = self.decrypt_with_nonce(self._nonce, ciphertext, ad)
+        self._nonce += 1
+        return plaintext
+
+    def rekey(self) -> None:
+        """Noise's ``Rekey()`` (section 4.2): derive a new key from the current one.
+
+        Both sides must rekey at the same point in the message stream.  The nonce is kept.
+        """
+        new_key = self._aead.encrypt(_nonce_bytes(MAX_NONCE), bytes(KEY_SIZE), b"")[:KEY_SIZE]
+        self._key = new_key
+        self._aead = ChaCha20Poly1305(new_key)
+
+
+# --------------------------------------------------------------------------- SymmetricState
+
+
+class _SymmetricState:
+    """The spec's SymmetricState with its embedded handshake CipherState (k may be empty)."""
+
+    __slots__ = ("aead", "ck", "h", "n")
+
+    def __init__(self, protocol_name: bytes) -> None:
+        if len(protocol_name) <= HASH_SIZE:
+            self.h = protocol_name.ljust(HASH_SIZE, b"\x00")
+        else:
+            self.h = _hash(protocol_name)
+        self.ck = self.h
+        self.aead: ChaCha20Poly1305 | None = None
+        self.n = 0
+
+    def copy(self) -> _SymmetricState:
+        other = _SymmetricState.__new__(_SymmetricState)
+        other.h, other.ck, other.aead, other.n = self.h, self.ck, self.aead, self.n
+        return other
+
+    @property
+    def has_key(self) -> bool:
+        return self.aead is not None
+
+    def mix_hash(self, data: bytes) -> None:
+        self.h = _hash(self.h + data)
+
+    def mix_key(self, input_key_material: bytes) -> None:
+        self.ck, temp_k = _hkdf2(self.ck, input_key_material)
+        self.aead = ChaCha20Poly1305(temp_k[:KEY_SIZE])
+        self.n = 0
+
+    def encrypt_and_hash(self, plaintext: bytes) -> bytes:
+        if self.aead is None:
+            ciphertext = plaintext
+        else:
+            # A handshake encrypts at most twice per key: the nonce cannot approach 2**64-1.
+            ciphertext = self.aead.encrypt(_nonce_bytes(self.n), plaintext, self.h)
+            self.n += 1
+        self.mix_hash(ciphertext)
+        return ciphertext
+
+    def decrypt_and_hash(self, ciphertext: bytes) -> bytes:
+        if self.aead is None:
+            plaintext = ciphertext
+        else:
+            try:
+                plaintext = self.aead.decrypt(_nonce_bytes(self.n), ciphertext, self.h)
+            except InvalidTag:
+                raise NoiseError("decryption failed: authentication tag mismatch") from None
+            self.n += 1
+        self.mix_hash(ciphertext)
+        return plaintext
+
+    def split(self) -> tuple[CipherState, CipherState]:
+        temp_k1, temp_k2 = _hkdf2(self.ck, b"")
+        return CipherState(temp_k1[:KEY_SIZE]), CipherState(temp_k2[:KEY_SIZE])
+
+
+# --------------------------------------------------------------------------- handshake
+
+# Who writes each of the three XX messages, and a human name for each step.
+_STEP_NAMES: Final = (
+    "message 1 (-> e)",
+    "message 2 (<- e, ee, s, es)",
+    "message 3 (-> s, se)",
+)
+
+
+class NoiseHandshake:
+    """One side of a ``Noise_XX_25519_ChaChaPoly_SHA256`` handshake.
+
+    The initiator calls ``write_message``, ``read_message``, ``write_message``; the
+    responder ``read_message``, ``write_message``, ``read_message``.  Each message may carry
+    a payload; the first message's payload is sent in clear (no key exists yet) and the
+    second's is encrypted but the initiator cannot yet be sure who it comes from, so put
+    nothing secret in them.  The third message's payload, and everything after
+    :meth:`split`, is encrypted and mutually authenticated.
+
+    After completion, :attr:`remote_static` is the peer's X25519 public key: the caller
+    must check it is the key it expected (e.g. the one in the dialled address) before
+    trusting the session.  :attr:`handshake_hash` is a channel binding.
+    """
+
+    def __init__(
+        self,
+        *,
+        initiator: bool,
+        static_key: bytes,
+        prologue: bytes = b"",
+        ephemeral_key: bytes | None = None,
+    ) -> None:
+        self._initiator = bool(initiator)
+        self._s = _private_key(static_key, "static_key")
+        self._s_pub = _public_bytes(self._s)
+        self._e: X25519PrivateKey | None = (
+            None if ephemeral_key is None else _private_key(ephemeral_key, "ephemeral_key")
+        )
+        self._re: bytes | None = None
+        self._rs: bytes | None = None
+        self._index = 0
+        self._failed = False
+        self._split_done = False
+        self._ss = _SymmetricState(PROTOCOL_NAME)
+        self._ss.mix_hash(bytes(prologue))
+        # XX has no pre-messages.
+
+    def __repr__(self) -> str:
+        role = "initiator" if self._initiator else "responder"
+        return f"<NoiseHandshake {role} message_index={self._index} failed={self._failed}>"
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def initiator(self) -> bool:
+        return self._initiator
+
+    @property
+    def complete(self) -> bool:
+        """True once all three handshake messages have been written or read."""
+        return self._index == 3
+
+    @property
+    def failed(self) -> bool:
+        """True once a read_message has failed; the object is then unusable."""
+        return self._failed
+
+    @property
+    def remote_static(self) -> bytes | None:
+        """The peer's 32-byte X25519 static public key, once learnt (None before)."""
+        return self._rs
+
+    @property
+    def handshake_hash(self) -> bytes:
+        """The handshake hash ``h``: final (a channel binding) only once :attr:`complete`."""
+        return self._ss.h
+
+    @property
+    def message_index(self) -> int:
+        """How many handshake messages have been processed so far (0..3)."""
+        return self._index
+
+    @property
+    def local_static_public(self) -> bytes:
+        """This side's static X25519 public key."""
+        return self._s_pub
+
+    def writes_next(self) -> bool:
+        """True when the next step is :meth:`write_message` (False once complete)."""
+        if self.complete:
+            return False
+        return (self._index % 2 == 0) == self._initiator
+
+    def max_payload(self) -> int:
+        """The largest payload the next message (to write or read) can carry."""
+        return MAX_MESSAGE - _OVERHEAD[min(self._index, 2)]
+
+    # ----------------------------------------------------------------- steps
+
+    def _check_turn(self, writing: bool) -> None:
+        if self._failed:
+            raise NoiseError("the handshake has failed and cannot be used again")
+        if self.complete:
+            raise NoiseError("the handshake is already complete: use split()")
+        if writing != self.writes_next():
+            step = _STEP_NAMES[self._index]
+            action = "write" if self.writes_next() else "read"
+            role = "initiator" if self._initiator else "responder"
+            raise NoiseError(f"out of turn: the {role} must {action} {step} next")
+
+    def write_message(self, payload: bytes = b"") -> bytes:
+        """Produce the next handshake message, carrying ``payload``.
+
+        Raises :class:`NoiseError` without changing any state when it is not this side's
+        turn or the message would exceed :data:`MAX_MESSAGE`; any other failure (a
+        low-order key from the peer) fails the handshake for good.
+        """
+        self._check_turn(writing=True)
+        payload = bytes(payload)
+        if len(payload) > self.max_payload():
+            raise NoiseError(
+                f"payload of {len(payload)} bytes exceeds the {self.max_payload()} bytes "
+                f"{_STEP_NAMES[self._index]} can carry"
+            )
+        try:
+            return self._write(payload)
+        except NoiseError:
+            self._fail()  # e.g. message 1 carried a low-order ephemeral key
+            raise
+        except Exception as exc:  # defensive: nothing but NoiseError may escape
+            self._fail()
+            raise NoiseError(f"cannot write {_STEP_NAMES[self._index]}: {exc}") from exc
+
+    def _write(self, payload: bytes) -> bytes:
+        ss = self._ss.copy()
+        parts: list[bytes] = []
+        if self._index == 0:  # -> e
+            e = self._ephemeral()
+            e_pub = _public_bytes(e)
+            parts.append(e_pub)
+            ss.mix_hash(e_pub)
+        elif self._index == 1:  # <- e, ee, s, es  (responder)
+            assert self._re is not None
+            e = self._ephemeral()
+            e_pub = _public_bytes(e)
+            parts.append(e_pub)
+            ss.mix_hash(e_pub)
+            ss.mix_key(_dh(e, self._re))  # ee
+            parts.append(ss.encrypt_and_hash(self._s_pub))  # s
+            ss.mix_key(_dh(self._s, self._re))  # es (responder: DH(s, re))
+        else:  # -> s, se  (initiator)
+            assert self._re is not None and self._e is not None
+            parts.append(ss.encrypt_and_hash(self._s_pub))  # s
+            ss.mix_key(_dh(self._s, self._re))  # se (initiator: DH(s, re))
+        parts.append(ss.encrypt_and_hash(payload))
+        message = b"".join(parts)
+        self._ss = ss
+        self._index += 1
+        return message
+
+    def read_message(self, message: bytes) -> bytes:
+        """Process the peer's next handshake message and return its decrypted payload.
+
+        Any malformed, truncated or tampered message raises :class:`NoiseError` and fails
+        the handshake for good.  (A call out of turn raises without failing it.)
+        """
+        self._check_turn(writing=False)
+        try:
+            return self._read(bytes(message))
+        except NoiseError:
+            self._fail()
+            raise
+        except Exception as exc:  # defensive: nothing but NoiseError may escape
+            self._fail()
+            raise NoiseError(f"invalid handshake message: {exc}") from exc
+
+    def _fail(self) -> None:
+        self._failed = True
+        self._e = None
+        self._re = None
+        self._rs = None
+
+    def _read(self, message: bytes) -> bytes:
+        step = _STEP_NAMES[self._index]
+        if len(message) > MAX_MESSAGE:
+            raise NoiseError(f"{step} of {len(message)} bytes exceeds {MAX_MESSAGE} bytes")
+        minimum = _OVERHEAD[self._index]
+        if len(message) < minimum:
+            raise NoiseError(f"{step} truncated: {len(message)} bytes, need at least {minimum}")
+        ss = self._ss.copy()
+        re = self._re
+        rs = self._rs
+        if self._index == 0:  # -> e  (responder reads)
+            re, rest = message[:DH_SIZE], message[DH_SIZE:]
+            ss.mix_hash(re)
+        elif self._index == 1:  # <- e, ee, s, es  (initiator reads)
+            assert self._e is not None
+            re, rest = message[:DH_SIZE], message[DH_SIZE:]
+            ss.mix_hash(re)
+            ss.mix_key(_dh(self._e, re))  # ee
+            enc_s, rest = rest[: DH_SIZE + TAG_SIZE], rest[DH_SIZE + TAG_SIZE :]
+            rs = ss.decrypt_and_hash(enc_s)  # s
+            ss.mix_key(_dh(self._e, rs))  # es (initiator: DH(e, rs))
+        else:  # -> s, se  (responder reads)
+            assert re is not None and self._e is not None
+            enc_s, rest = message[: DH_SIZE + TAG_SIZE], message[DH_SIZE + TAG_SIZE :]
+            rs = ss.decrypt_and_hash(enc_s)  # s
+            ss.mix_key(_dh(self._e, rs))  # se (responder: DH(e, rs))
+        payload = ss.decrypt_and_hash(rest)
+        # Commit only after the whole message verified.
+        self._ss, self._re, self._rs = ss, re, rs
+        self._index += 1
+        return payload
+
+    def _ephemeral(self) -> X25519PrivateKey:
+        if self._e is None:
+            self._e = X25519PrivateKey.generate()
+        return self._e
+
+    def split(self) -> tuple[CipherState, CipherState]:
+        """Return ``(send, receive)`` transport ciphers for this side; once, after completion.
+
+        The initiator sends with Noise's ``c1`` and receives with ``c2``; the responder the
+        reverse.  Calling it again raises :class:`NoiseError` (two copies of one cipher
+        would reuse nonces).
+        """
+        if self._failed:
+            raise NoiseError("the handshake has failed and cannot be used again")
+        if not self.complete:
+            raise NoiseError(f"the handshake is not complete: {_STEP_NAMES[self._index]} is next")
+        if self._split_done:
+            raise NoiseError("split() has already been called")
+        c1, c2 = self._ss.split()
+        self._split_done = True
+        # Drop the handshake secrets; h stays available as the channel binding.
+        self._e = None
+        self._ss.ck = b""
+        self._ss.aead = None
+        return (c1, c2) if self._initiator else (c2, c1)
+
+
+# Fixed bytes each XX message adds to its payload (public keys and tags).
+_OVERHEAD: Final = (
+    DH_SIZE,  # message 1: e, clear payload
+    DH_SIZE + DH_SIZE + TAG_SIZE + TAG_SIZE,  # message 2: e, enc(s), enc(payload)
+    DH_SIZE + TAG_SIZE + TAG_SIZE,  # message 3: enc(s), enc(payload)
+)

@@ -1,0 +1,119 @@
+"""The ``direct`` traversal method: dial the peer's listening addresses.
+
+Candidates, cheapest first: loopback when the peer is on this machine (same machine id),
+the peer's NIC address when one of our interfaces is on the same subnet, the NIC address
+when it is not a LAN-only address (an open NAT or a public host), and the external
+address a NAT mapping gave it.  Every link is authenticated: a dial that reaches some
+other host fails its handshake.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import TYPE_CHECKING
+
+from warpgate.interfaces import Candidate, Transport
+from warpgate.link.tcp import dial_tcp
+from warpgate.net.scope import is_lan_only
+from warpgate.plugin import hookimpl
+from warpgate.plugin.types import TraversalMethodInfo
+
+if TYPE_CHECKING:
+    from warpgate.link.link import Link
+    from warpgate.node.node import Node
+    from warpgate.sansio.address import NodeAddress
+
+log = logging.getLogger(__name__)
+
+COST_SAME_MACHINE = 1.0
+COST_LAN = 2.0
+COST_PUBLIC = 3.0
+COST_EXTERNAL = 4.0
+_LOOPBACK = {4: "127.0.0.1", 6: "::1"}
+
+
+class DirectMethod:
+    name = "direct"
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def candidates(self, peer: NodeAddress, *, transport: Transport) -> list[Candidate]:
+        if transport != "tcp":
+            return []  # UDP links are not offered by this method yet
+        node = self.node
+        families = {lst.ip.version for lst in node.listeners} or {4}
+        found: dict[tuple[str, int], Candidate] = {}
+
+        def add(ip: str, port: int, local: str | None, cost: float, note: str, fam: int) -> None:
+            key = (ip, port)
+            if port and (key not in found or found[key].cost > cost):
+                found[key] = Candidate(self.name, "tcp", key, local, cost, note, fam)
+
+        if peer.machine_id == node.machine_id and peer.public_key != node.public_key:
+            for iface in peer.interfaces:
+                if iface.family in families:
+                    add(
+                        _LOOPBACK[iface.family],
+                        iface.port,
+                        None,
+                        COST_SAME_MACHINE,
+                        "same machine",
+                        iface.family,
+                    )
+        for iface in peer.interfaces:
+            if iface.family not in families:
+                continue
+            for local in node.ifs:
+                for net in (*local.ipv4, *local.ipv6):
+                    if net.ip.version == iface.family and iface.nic_ip in net.network:
+                        add(
+                            str(iface.nic_ip),
+                            iface.port,
+                            str(net.ip),
+                            COST_LAN,
+                            "same LAN",
+                            iface.family,
+                        )
+            if not is_lan_only(iface.nic_ip):
+                add(str(iface.nic_ip), iface.port, None, COST_PUBLIC, "public", iface.family)
+            if iface.ext_ip is not None and not is_lan_only(iface.ext_ip):
+                add(
+                    str(iface.ext_ip),
+                    iface.ext_port or iface.port,
+                    None,
+                    COST_EXTERNAL,
+                    "external",
+                    iface.family,
+                )
+        return sorted(found.values(), key=lambda c: c.cost)
+
+    async def attempt(self, peer: NodeAddress, candidate: Candidate, *, intent: bytes) -> Link:
+        assert candidate.remote is not None
+        local_ip = candidate.local_ip
+        if local_ip is not None and ipaddress.ip_address(local_ip).is_link_local:
+            local_ip = None  # would need a scope id; let the OS pick the source
+        return await dial_tcp(
+            self.node.link_identity,
+            candidate.remote,
+            expected_identity=peer.public_key,
+            method=self.name,
+            max_message=self.node.conf["max_message_size"],
+            local_ip=local_ip,
+            intent=intent,
+            encrypt=self.node.conf["link_encryption"],
+        )
+
+
+@hookimpl
+def warpgate_register_traversal_methods() -> list[TraversalMethodInfo]:
+    return [
+        TraversalMethodInfo(
+            name="direct",
+            factory=DirectMethod,
+            cost=10,
+            transports=("tcp",),
+            description="dial the peer's addresses: same machine, same LAN, public, external",
+        )
+    ]
