@@ -11,7 +11,6 @@ link it still produced is closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
