@@ -21,6 +21,7 @@ from warpgate.plugin.types import TraversalMethodInfo
 
 if TYPE_CHECKING:
     from warpgate.link.link import Link
+    from warpgate.net.servers import Listener
     from warpgate.node.node import Node
     from warpgate.sansio.address import NodeAddress
 
@@ -40,8 +41,6 @@ class DirectMethod:
         self.node = node
 
     def candidates(self, peer: NodeAddress, *, transport: Transport) -> list[Candidate]:
-        if transport != "tcp":
-            return []  # UDP links are not offered by this method yet
         node = self.node
         families = {lst.ip.version for lst in node.listeners} or {4}
         found: dict[tuple[str, int], Candidate] = {}
@@ -49,7 +48,7 @@ class DirectMethod:
         def add(ip: str, port: int, local: str | None, cost: float, note: str, fam: int) -> None:
             key = (ip, port)
             if port and (key not in found or found[key].cost > cost):
-                found[key] = Candidate(self.name, "tcp", key, local, cost, note, fam)
+                found[key] = Candidate(self.name, transport, key, local, cost, note, fam)
 
         if peer.machine_id == node.machine_id and peer.public_key != node.public_key:
             for iface in peer.interfaces:
@@ -91,6 +90,14 @@ class DirectMethod:
 
     async def attempt(self, peer: NodeAddress, candidate: Candidate, *, intent: bytes) -> Link:
         assert candidate.remote is not None
+        if candidate.transport == "udp":
+            return await self.node.udp.dial(
+                self._listener_for(candidate),
+                candidate.remote,
+                expected_identity=peer.public_key,
+                intent=intent,
+                method=self.name,
+            )
         local_ip = candidate.local_ip
         if local_ip is not None and ipaddress.ip_address(local_ip).is_link_local:
             local_ip = None  # would need a scope id; let the OS pick the source
@@ -105,6 +112,22 @@ class DirectMethod:
             encrypt=self.node.conf["link_encryption"],
         )
 
+    def _listener_for(self, candidate: Candidate) -> Listener:
+        """The listening socket to send from: the candidate's local address, else one of
+        the right family (loopback for a loopback peer)."""
+        assert candidate.remote is not None
+        remote = ipaddress.ip_address(candidate.remote[0])
+        same_family = [lst for lst in self.node.listeners if lst.ip.version == remote.version]
+        for lst in same_family:
+            if candidate.local_ip is not None and str(lst.ip) == candidate.local_ip:
+                return lst
+        for lst in same_family:
+            if lst.ip.is_loopback == remote.is_loopback:
+                return lst
+        if not same_family:
+            raise ConnectionError(f"no listening socket of the family of {remote}")
+        return same_family[0]
+
 
 @hookimpl
 def warpgate_register_traversal_methods() -> list[TraversalMethodInfo]:
@@ -113,7 +136,7 @@ def warpgate_register_traversal_methods() -> list[TraversalMethodInfo]:
             name="direct",
             factory=DirectMethod,
             cost=10,
-            transports=("tcp",),
+            transports=("tcp", "udp"),
             description="dial the peer's addresses: same machine, same LAN, public, external",
         )
     ]

@@ -82,6 +82,9 @@ class Link:
         self._on_message: Callable[[bytes, Link], Awaitable[bool]] | None = None
         self._on_closed: Callable[[Link], None] | None = None
         self._accepted = True
+        # Datagram links drop what the reader cannot keep up with instead of pushing back.
+        self._drop_when_full = False
+        self.messages_dropped = 0
         self._pongs: dict[bytes, asyncio.Future[float]] = {}
         self.messages_sent = 0
         self.messages_received = 0
@@ -225,7 +228,10 @@ class Link:
             if self._on_message is not None:
                 consumed = await self._on_message(event.data, self)
             if not consumed:
-                await self._queue.put(event.data)
+                if self._drop_when_full and self._queue.full():
+                    self.messages_dropped += 1
+                else:
+                    await self._queue.put(event.data)
             return True
         if isinstance(event, Ping):
             await self._transmit([self._codec.seal_control(PONG, event.body)])

@@ -41,8 +41,10 @@ class ServerPipe:
         *,
         writer: asyncio.StreamWriter | None = None,
         datagram: asyncio.DatagramTransport | None = None,
+        listener: Listener | None = None,
     ) -> None:
         self.kind = kind
+        self.listener = listener
         self.local = local
         self.remote = remote
         self._writer = writer
@@ -126,7 +128,7 @@ class Listener:
         self, on_tcp: TcpHandler, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
-        pipe = ServerPipe("tcp", self.local, (peer[0], peer[1]), writer=writer)
+        pipe = ServerPipe("tcp", self.local, (peer[0], peer[1]), writer=writer, listener=self)
         task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)  # type: ignore[arg-type]
@@ -227,7 +229,9 @@ async def _pump_datagrams(listener: Listener, on_datagram: DatagramHandler) -> N
         if pipe is None:
             if len(pipes) > 4096:  # a flood of sources must not grow this forever
                 pipes.clear()
-            pipe = pipes[addr] = ServerPipe("udp", listener.local, addr, datagram=listener.udp)
+            pipe = pipes[addr] = ServerPipe(
+                "udp", listener.local, addr, datagram=listener.udp, listener=listener
+            )
         try:
             await on_datagram(data, addr, pipe)
         except Exception:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from warpgate.config import check_core_conf, check_port, dict_child, warn_unknown_keys
 from warpgate.errors import AddressError, PhaseError, UnavailableError, WarpgateError
 from warpgate.link.link import Link
+from warpgate.link.udp import UdpLinks
 from warpgate.net.interfaces import Interface, IPv4, IPv6
 from warpgate.node.node_defs import NODE_CONF
 from warpgate.plugin.manager import WarpgatePluginManager, make_plugin_manager
@@ -123,6 +124,7 @@ class Node:
         self._inbound: asyncio.Queue[Link] = asyncio.Queue(INBOUND_BACKLOG)
         self._awaited_intents: dict[bytes, asyncio.Future[Link]] = {}
         self.last_connect_trace: list[Any] = []
+        self._udp: UdpLinks | None = None
         self.dropped_connections = 0
         self.dropped_datagrams = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -426,8 +428,17 @@ class Node:
         # (and its close on node shutdown) covers the link's lifetime.
         await link._closed.wait()
 
+    @property
+    def udp(self) -> UdpLinks:
+        """The UDP link endpoint (handshakes and demux on the listening sockets)."""
+        if self._udp is None:
+            self._udp = UdpLinks(self)
+        return self._udp
+
     async def handle_datagram(self, data: bytes, addr: tuple[str, int], pipe: ServerPipe) -> None:
-        """A datagram on a listening UDP socket that no link claimed: dropped."""
+        """A datagram on a listening UDP socket: to the UDP links, else dropped."""
+        if await self.udp.datagram_received(data, addr, pipe.listener):
+            return
         self.dropped_datagrams += 1
         log.debug("dropped %d-byte datagram from %s", len(data), addr)
 

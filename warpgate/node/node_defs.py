@@ -23,7 +23,9 @@ NODE_CONF: dict[str, Any] = {
     "plugin_timeout": 30.0,
     "handshake_timeout": 10.0,  # seconds an inbound link may take to authenticate
     "connect_timeout": 10.0,  # default overall deadline of auto_connect, seconds
-    "link_encryption": True,  # False only for benchmarks: plaintext when both sides agree
+    "link_encryption": True,
+    # bytes per UDP-link message: one datagram, small enough for any path MTU
+    "udp_max_message": 1200,  # False only for benchmarks: plaintext when both sides agree
     # bytes; an inbound frame larger than this drops its connection
     "max_message_size": 16 * 1024 * 1024,  # seconds any one plugin may spend in one async hook
     "plugins": {
