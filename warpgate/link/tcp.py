@@ -1,5 +1,6 @@
-"""Links over TCP: ``WGL\\x01`` from the dialler, then Noise messages, each behind a
-2-byte big-endian length."""
+"""Links over TCP: ``WGL\\x01`` from the dialler, then the three handshake messages,
+each behind a 2-byte big-endian length, then records: type u8 | length u16 |
+ciphertext (see :mod:`warpgate.sansio.link_records`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import contextlib
 import logging
 import socket
 
-from warpgate.link.link import Addr, Link, LinkPath
+from warpgate.link.link import Addr, Link, LinkClosed, LinkPath
 from warpgate.sansio.link_handshake import LinkHandshake, LinkIdentity, LinkProtocolError
 from warpgate.sansio.link_records import RecordCodec
 
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 
 LINK_MAGIC = b"WGL\x01"
 _LEN = 2
+_RECORD_HEADER = 3
 
 
 async def _read_msg(reader: asyncio.StreamReader) -> bytes:
@@ -53,10 +55,12 @@ class TcpLink(Link):
 
     async def _read_loop(self) -> None:
         reason = "(connection lost)"
+        reader = self._reader
         try:
             while True:
-                record = await _read_msg(self._reader)
-                if not await self._handle_record(record):
+                header = await reader.readexactly(_RECORD_HEADER)
+                body = await reader.readexactly(int.from_bytes(header[1:], "big"))
+                if not await self._handle_record((header[0], body)):
                     reason = self._close_reason
                     break
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
@@ -68,12 +72,14 @@ class TcpLink(Link):
             self._mark_closed(reason)
             self._close_transport()
 
-    async def _transmit(self, records: list[bytes]) -> None:
+    async def _transmit(self, records: list[tuple[int, bytes]]) -> None:  # type: ignore[override]
         if self._writer.is_closing():
-            from warpgate.link.link import LinkClosed
-
             raise LinkClosed(f"link closed {self._close_reason}".strip())
-        self._writer.writelines([_frame(r) for r in records])
+        parts: list[bytes] = []
+        for kind, ciphertext in records:
+            parts.append(bytes([kind]) + len(ciphertext).to_bytes(_LEN, "big"))
+            parts.append(ciphertext)
+        self._writer.writelines(parts)
         await self._writer.drain()
 
     def _close_transport(self) -> None:

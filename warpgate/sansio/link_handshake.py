@@ -21,6 +21,7 @@ messages themselves; framing them is the transport's job.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 
@@ -116,12 +117,21 @@ def verify_payload(payload: bytes, remote_static: bytes) -> PeerProof:
             intent = value
         elif rtype == REC_PLAINTEXT:
             plaintext = True
+    if not _signature_valid(bytes(identity), bytes(sig), bytes(remote_static)):
+        raise LinkAuthError("the peer's identity signature over its link key is invalid")
+    return PeerProof(identity, intent, plaintext)
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature_valid(identity: bytes, sig: bytes, remote_static: bytes) -> bool:
+    """ECDSA verification, cached: a peer signs its static key once per process and
+    presents the same proof on every link, so repeated links skip the costly check."""
     try:
         key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), identity)
         key.verify(sig, SIG_CONTEXT + remote_static, ec.ECDSA(hashes.SHA256()))
-    except (ValueError, InvalidSignature) as exc:
-        raise LinkAuthError("the peer's identity signature over its link key is invalid") from exc
-    return PeerProof(identity, intent, plaintext)
+    except (ValueError, InvalidSignature):
+        return False
+    return True
 
 
 class LinkHandshake:
@@ -172,7 +182,10 @@ class LinkHandshake:
             raise LinkProtocolError(f"link handshake failed: {exc}") from exc
         index = self._noise.message_index
         if index == 1:  # responder got msg1 (e): answer with e, ee, s, es + our proof
-            return self._noise.write_message(self.identity.payload(plaintext=self.plaintext))
+            try:
+                return self._noise.write_message(self.identity.payload(plaintext=self.plaintext))
+            except NoiseError as exc:  # e.g. a low-order ephemeral key in message 1
+                raise LinkProtocolError(f"link handshake failed: {exc}") from exc
         remote_static = self._noise.remote_static
         assert remote_static is not None
         proof = verify_payload(payload, remote_static)
@@ -184,7 +197,10 @@ class LinkHandshake:
         self.remote_identity = proof.identity
         self.plaintext_agreed = self.plaintext and proof.plaintext
         if index == 2:  # initiator got msg2: answer with s, se + our proof (and intent)
-            return self._noise.write_message(self.identity.payload(self.intent, self.plaintext))
+            try:
+                return self._noise.write_message(self.identity.payload(self.intent, self.plaintext))
+            except NoiseError as exc:
+                raise LinkProtocolError(f"link handshake failed: {exc}") from exc
         self.intent = proof.intent  # responder got msg3
         return None
 

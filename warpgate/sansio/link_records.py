@@ -1,10 +1,12 @@
 """Link records (sans-IO): application messages and control records inside the
 transport ciphers a link handshake produced.
 
-Each Noise transport message carries one record: a type byte then its body.  An
-application message larger than one Noise message (64 KiB less overhead) is sent as
-``MORE`` records followed by an ``END`` record and reassembled by the receiver, up to
-``max_message`` bytes.
+A record is a type byte and a Noise transport message (the body, encrypted).  The type
+travels in clear, next to the ciphertext, and is authenticated as the AEAD's associated
+data: a changed type fails decryption, and neither side copies a 64 KiB body just to
+prepend or strip one byte.  An application message larger than one Noise message
+(64 KiB less the tag) is sent as ``MORE`` records followed by an ``END`` record and
+reassembled by the receiver, up to ``max_message`` bytes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ END = 0x01
 CLOSE = 0x02
 PING = 0x03
 PONG = 0x04
-MAX_CHUNK = MAX_MESSAGE - TAG_SIZE - 1
+MAX_CHUNK = MAX_MESSAGE - TAG_SIZE
+_KIND_AD = [bytes([k]) for k in range(256)]
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,12 @@ class _Plain:
         return ciphertext
 
 
+Record = tuple[int, bytes]  # (type, ciphertext)
+
+
 class RecordCodec:
-    """Seal outgoing messages into records and open incoming ones."""
+    """Seal outgoing messages into records and open incoming ones (stream transports:
+    implicit nonces, records in order)."""
 
     def __init__(
         self,
@@ -77,30 +84,31 @@ class RecordCodec:
         self._partial: list[bytes] = []
         self._partial_size = 0
 
-    def seal_message(self, data: bytes) -> list[bytes]:
-        """The Noise messages carrying ``data`` (one per 64 KiB chunk)."""
+    def seal_message(self, data: bytes) -> list[Record]:
+        """The records carrying ``data`` (one per 64 KiB chunk)."""
         if len(data) > self.max_message:
             raise ValueError(f"message of {len(data)} bytes exceeds {self.max_message}")
+        if len(data) <= MAX_CHUNK:
+            return [(END, self._send.encrypt(data, _KIND_AD[END]))]
         view = memoryview(data)
         out = []
-        for start in range(0, max(len(data), 1), MAX_CHUNK):
-            chunk = view[start : start + MAX_CHUNK]
-            last = start + MAX_CHUNK >= len(data)
-            out.append(self._send.encrypt(bytes([END if last else MORE]) + chunk))
+        for start in range(0, len(data), MAX_CHUNK):
+            kind = END if start + MAX_CHUNK >= len(data) else MORE
+            out.append((kind, self._send.encrypt(view[start : start + MAX_CHUNK], _KIND_AD[kind])))
         return out
 
-    def seal_control(self, kind: int, body: bytes = b"") -> bytes:
-        return self._send.encrypt(bytes([kind]) + body)
+    def seal_control(self, kind: int, body: bytes = b"") -> Record:
+        return (kind, self._send.encrypt(body, _KIND_AD[kind]))
 
-    def open(self, record: bytes) -> Event | None:
+    def open(self, record: Record) -> Event | None:
         """Decrypt one record; returns an event, or ``None`` for a partial message."""
+        kind, ciphertext = record
+        if kind > PONG:
+            raise LinkProtocolError(f"unknown record type {kind}")
         try:
-            plain = self._receive.decrypt(record)
+            body = self._receive.decrypt(ciphertext, _KIND_AD[kind])
         except NoiseError as exc:
             raise LinkProtocolError(f"record failed authentication: {exc}") from exc
-        if not plain:
-            raise LinkProtocolError("empty record")
-        kind, body = plain[0], plain[1:]
         if kind in (MORE, END):
             self._partial_size += len(body)
             if self._partial_size > self.max_message:
@@ -114,13 +122,17 @@ class RecordCodec:
                 self._partial.clear()
             self._partial_size = 0
             return Message(body)
-        if kind == CLOSE:
-            return Closed(body.decode("utf-8", "replace")[:200])
-        if kind == PING:
-            return Ping(body)
-        if kind == PONG:
-            return Pong(body)
-        raise LinkProtocolError(f"unknown record type {kind}")
+        return _control(kind, body)
+
+
+def _control(kind: int, body: bytes) -> Event:
+    if kind == CLOSE:
+        return Closed(body.decode("utf-8", "replace")[:200])
+    if kind == PING:
+        return Ping(body)
+    if kind == PONG:
+        return Pong(body)
+    raise LinkProtocolError(f"unexpected record type {kind}")
 
 
 _NONCE = 8
@@ -150,45 +162,39 @@ class DatagramRecordCodec(RecordCodec):
     def _seal(self, kind: int, body: bytes) -> bytes:
         nonce = self._next_nonce
         self._next_nonce += 1
-        return nonce.to_bytes(_NONCE, "big") + self._send.encrypt_with_nonce(
-            nonce, bytes([kind]) + body
+        return (
+            nonce.to_bytes(_NONCE, "big")
+            + _KIND_AD[kind]
+            + self._send.encrypt_with_nonce(nonce, body, _KIND_AD[kind])
         )
 
-    def seal_message(self, data: bytes) -> list[bytes]:
+    def seal_message(self, data: bytes) -> list[bytes]:  # type: ignore[override]
         if len(data) > self.max_message:
             raise ValueError(f"message of {len(data)} bytes exceeds {self.max_message}")
         return [self._seal(END, data)]
 
-    def seal_control(self, kind: int, body: bytes = b"") -> bytes:
+    def seal_control(self, kind: int, body: bytes = b"") -> bytes:  # type: ignore[override]
         return self._seal(kind, body)
 
-    def open(self, record: bytes) -> Event | None:
+    def open(self, record: bytes) -> Event | None:  # type: ignore[override]
         """Authenticate one datagram; ``None`` when it is a replay, too old or forged
         (dropped and counted: on UDP anyone can send us anything)."""
         if len(record) < _NONCE + 1:
             self.rejected += 1
             return None
         nonce = int.from_bytes(record[:_NONCE], "big")
-        if not self.window.check(nonce):
+        kind = record[_NONCE]
+        if kind > PONG or kind == MORE or not self.window.check(nonce):
             self.rejected += 1
             return None
         try:
-            plain = self._receive.decrypt_with_nonce(nonce, record[_NONCE:])
+            body = self._receive.decrypt_with_nonce(nonce, record[_NONCE + 1 :], _KIND_AD[kind])
         except NoiseError:
             self.rejected += 1
             return None
         self.window.accept(nonce)  # only authenticated datagrams move the window
-        if not plain:
-            raise LinkProtocolError("empty record")
-        kind, body = plain[0], plain[1:]
         if kind == END:
             if len(body) > self.max_message:
                 raise LinkProtocolError(f"peer sent a message larger than {self.max_message}")
             return Message(body)
-        if kind == CLOSE:
-            return Closed(body.decode("utf-8", "replace")[:200])
-        if kind == PING:
-            return Ping(body)
-        if kind == PONG:
-            return Pong(body)
-        raise LinkProtocolError(f"unknown record type {kind}")
+        return _control(kind, body)

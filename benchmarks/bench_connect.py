@@ -1,0 +1,94 @@
+"""Time to first echoed message: warpgate auto_connect vs a plain asyncio TCP connect.
+
+Baseline: ``asyncio.open_connection`` to an echo server on loopback, send 5 bytes,
+read them back.  Measured: ``auto_connect`` (direct method, authenticated and
+encrypted link) to a node whose inbound links echo, send 5 bytes, receive them back.
+Target (issue 4): warpgate <= 3x the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+
+from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
+
+
+async def plain_echo_server() -> tuple[asyncio.Server, int]:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def baseline_once(port: int) -> float:
+    begin = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"hello")
+    await reader.readexactly(5)
+    elapsed = time.perf_counter() - begin
+    writer.close()
+    await writer.wait_closed()
+    return elapsed
+
+
+async def main(runs: int) -> None:
+    server, port = await plain_echo_server()
+    conf_a = dict_child({"identity_name": "bench-a"}, NODE_TEST_CONF)
+    conf_b = dict_child({"identity_name": "bench-b"}, NODE_TEST_CONF)
+    async with Node(ip="127.0.0.1", port=0, conf=conf_a) as a, Node(
+        ip="127.0.0.1", port=0, conf=conf_b
+    ) as b:
+        await a.start()
+        await b.start()
+
+        async def echo_links() -> None:
+            async def serve(link):  # type: ignore[no-untyped-def]
+                async for msg in link:
+                    await link.send(msg)
+
+            while True:
+                link = await b.accept()
+                asyncio.create_task(serve(link))
+
+        echo_task = asyncio.create_task(echo_links())
+        address = b.address()
+
+        async def warpgate_once() -> float:
+            begin = time.perf_counter()
+            link, _ = await auto_connect(a, address)
+            await link.send(b"hello")
+            await link.recv()
+            elapsed = time.perf_counter() - begin
+            await link.close()
+            return elapsed
+
+        await baseline_once(port)
+        await warpgate_once()  # warm-up: key derivation caches, imports
+        base = [await baseline_once(port) for _ in range(runs)]
+        ours = [await warpgate_once() for _ in range(runs)]
+        echo_task.cancel()
+    server.close()
+    await server.wait_closed()
+    b_med, w_med = statistics.median(base) * 1000, statistics.median(ours) * 1000
+    print(f"runs: {runs}")
+    print(f"baseline asyncio connect + echo: median {b_med:.3f} ms")
+    print(f"warpgate auto_connect + echo:   median {w_med:.3f} ms")
+    print(f"ratio {w_med / b_med:.2f}x (target <= 3x)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["WARPGATE_HOME"] = home
+        asyncio.run(main(args.runs))
