@@ -44,9 +44,10 @@ async def main(runs: int) -> None:
     server, port = await plain_echo_server()
     conf_a = dict_child({"identity_name": "bench-a"}, NODE_TEST_CONF)
     conf_b = dict_child({"identity_name": "bench-b"}, NODE_TEST_CONF)
-    async with Node(ip="127.0.0.1", port=0, conf=conf_a) as a, Node(
-        ip="127.0.0.1", port=0, conf=conf_b
-    ) as b:
+    async with (
+        Node(ip="127.0.0.1", port=0, conf=conf_a) as a,
+        Node(ip="127.0.0.1", port=0, conf=conf_b) as b,
+    ):
         await a.start()
         await b.start()
 

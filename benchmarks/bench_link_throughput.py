@@ -59,9 +59,10 @@ async def link_round(size: int, count: int, encryption: bool) -> float:
     extra = {"link_encryption": encryption}
     conf_a = dict_child({"identity_name": "tp-a", **extra}, NODE_TEST_CONF)
     conf_b = dict_child({"identity_name": "tp-b", **extra}, NODE_TEST_CONF)
-    async with Node(ip="127.0.0.1", port=0, conf=conf_a) as a, Node(
-        ip="127.0.0.1", port=0, conf=conf_b
-    ) as b:
+    async with (
+        Node(ip="127.0.0.1", port=0, conf=conf_a) as a,
+        Node(ip="127.0.0.1", port=0, conf=conf_b) as b,
+    ):
         await a.start()
         await b.start()
         link, _ = await auto_connect(a, b.address())
@@ -101,8 +102,12 @@ async def main(total_mb: int) -> None:
 
         print(f"{size}-byte messages, {count} echoed each way (best of 3):")
         print(f"  baseline asyncio stream : {rate(base):10.1f} {unit}")
-        print(f"  link, encrypted         : {rate(enc):10.1f} {unit}  ({base / enc:.0%} of baseline)")
-        print(f"  link, encryption off    : {rate(plain):10.1f} {unit}  ({base / plain:.0%} of baseline)")
+        print(
+            f"  link, encrypted         : {rate(enc):10.1f} {unit}  ({base / enc:.0%} of baseline)"
+        )
+        print(
+            f"  link, encryption off    : {rate(plain):10.1f} {unit}  ({base / plain:.0%} of baseline)"
+        )
     print("target: 64 KiB encrypted >= 70% of baseline")
 
 
