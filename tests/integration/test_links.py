@@ -6,11 +6,11 @@ import asyncio
 import hashlib
 import os
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from tests.integration.conftest import conf, keypair
 from warpgate import (
     NODE_TEST_CONF,
     ConnectError,
@@ -19,27 +19,11 @@ from warpgate import (
     MessageTooLarge,
     Node,
     auto_connect,
-    dict_child,
     hookimpl,
 )
 from warpgate.link.tcp import LINK_MAGIC, _frame
 from warpgate.sansio.address import InterfaceAddress, NodeAddress
 from warpgate.sansio.link_handshake import LinkHandshake, LinkIdentity
-
-
-def conf(name: str, **extra: Any) -> dict[str, Any]:
-    return dict_child({"identity_name": name, **extra}, NODE_TEST_CONF)
-
-
-@pytest.fixture
-async def pair() -> AsyncIterator[tuple[Node, Node]]:
-    async with (
-        Node(ip="127.0.0.1", port=0, conf=conf("alice")) as a,
-        Node(ip="127.0.0.1", port=0, conf=conf("bob")) as b,
-    ):
-        await a.start()
-        await b.start()
-        yield a, b
 
 
 async def test_connect_send_recv_both_ways(pair: tuple[Node, Node]) -> None:
@@ -155,7 +139,7 @@ async def test_relaying_mitm_cannot_complete_a_handshake(pair: tuple[Node, Node]
     """A man in the middle forwarding bytes between Alice and Bob but substituting its own
     handshake key fails: Alice expects Bob's key, Bob sees the attacker's identity."""
     a, b = pair
-    mallory = LinkIdentity.create(*_keypair())
+    mallory = LinkIdentity.create(*keypair())
     reader, writer = await asyncio.open_connection("127.0.0.1", b.listen_port)
     hs = LinkHandshake(mallory, initiator=True, expected_identity=b.public_key)
     writer.write(LINK_MAGIC + _frame(hs.start()))
@@ -173,15 +157,6 @@ async def test_relaying_mitm_cannot_complete_a_handshake(pair: tuple[Node, Node]
     await writer.wait_closed()
 
 
-def _keypair() -> tuple[Any, bytes]:
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from warpgate.identity.keystore import public_key_bytes
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    return key, public_key_bytes(key.public_key())
-
-
 @pytest.mark.parametrize(
     "behaviour", ["garbage", "magic-then-garbage", "half-handshake", "stall", "huge-length"]
 )
@@ -196,7 +171,7 @@ async def test_bad_inbound_connections_are_dropped_and_others_served(
     elif behaviour == "magic-then-garbage":
         writer.write(LINK_MAGIC + b"\x00\x20" + os.urandom(32))
     elif behaviour == "half-handshake":
-        hs = LinkHandshake(LinkIdentity.create(*_keypair()), initiator=True)
+        hs = LinkHandshake(LinkIdentity.create(*keypair()), initiator=True)
         writer.write(LINK_MAGIC + _frame(hs.start()))  # then never answer msg2
     elif behaviour == "huge-length":
         writer.write(LINK_MAGIC + b"\xff\xff" + b"x" * 10)
@@ -220,7 +195,7 @@ async def test_connect_failure_lists_every_attempt(pair: tuple[Node, Node]) -> N
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]  # nothing listens here
     ghost = NodeAddress(
-        public_key=a.public_key[:1] + os.urandom(32) if False else _keypair()[1],
+        public_key=keypair()[1],
         machine_id=a.machine_id,
         interfaces=(InterfaceAddress(nic_ip="127.0.0.1", port=dead_port),),
     )

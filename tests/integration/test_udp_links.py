@@ -5,28 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from warpgate import NODE_TEST_CONF, MessageTooLarge, Node, auto_connect, dict_child
+from tests.integration.conftest import keypair
+from warpgate import MessageTooLarge, Node, auto_connect
 from warpgate.link import udp as udp_mod
-
-
-def conf(name: str, **extra: Any) -> dict[str, Any]:
-    return dict_child({"identity_name": name, **extra}, NODE_TEST_CONF)
-
-
-@pytest.fixture
-async def pair() -> AsyncIterator[tuple[Node, Node]]:
-    async with (
-        Node(ip="127.0.0.1", port=0, conf=conf("alice")) as a,
-        Node(ip="127.0.0.1", port=0, conf=conf("bob")) as b,
-    ):
-        await a.start()
-        await b.start()
-        yield a, b
 
 
 async def test_udp_link_round_trip(pair: tuple[Node, Node]) -> None:
@@ -104,7 +89,7 @@ async def test_handshake_flood_is_bounded(pair: tuple[Node, Node]) -> None:
     raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         for i in range(udp_mod.MAX_PENDING_RESPONSES + 50):
-            hs = LinkHandshake(LinkIdentity.create(*_keypair()), initiator=True) if i < 3 else None
+            hs = LinkHandshake(LinkIdentity.create(*keypair()), initiator=True) if i < 3 else None
             msg1 = hs.start() if hs else os.urandom(32)
             raw.sendto(
                 bytes([udp_mod.HS1]) + i.to_bytes(4, "big") + msg1, ("127.0.0.1", b.listen_port)
@@ -115,15 +100,6 @@ async def test_handshake_flood_is_bounded(pair: tuple[Node, Node]) -> None:
         raw.close()
 
 
-def _keypair() -> tuple[Any, bytes]:
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from warpgate.identity.keystore import public_key_bytes
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    return key, public_key_bytes(key.public_key())
-
-
 async def test_udp_to_a_silent_port_times_out_cleanly(pair: tuple[Node, Node]) -> None:
     a, _b = pair
     from warpgate import ConnectError
@@ -132,7 +108,7 @@ async def test_udp_to_a_silent_port_times_out_cleanly(pair: tuple[Node, Node]) -
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
         ghost = NodeAddress(
-            public_key=_keypair()[1],
+            public_key=keypair()[1],
             machine_id=a.machine_id,
             interfaces=(InterfaceAddress(nic_ip="127.0.0.1", port=silent.getsockname()[1]),),
         )

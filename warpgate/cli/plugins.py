@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from warpgate.errors import PluginError
+from warpgate.plugin import docs as hookdocs
 from warpgate.plugin import spec as hookspec
 from warpgate.plugin.manager import WarpgatePluginManager, make_plugin_manager
 from warpgate.plugin.types import ROLES
@@ -91,27 +92,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def hook_kind(name: str) -> str:
-    phase = name.removeprefix("warpgate_")
-    if phase in hookspec.PHASES:
-        return "phase"
-    if name.startswith("warpgate_register_"):
-        return "registration"
-    if name == "warpgate_conf_defaults":
-        return "configuration"
-    return "observer"
-
-
 def describe_hooks(pm: WarpgatePluginManager) -> list[dict[str, Any]]:
     rows = []
-    for name in sorted(n for n in dir(hookspec) if n.startswith("warpgate_")):
+    for name in hookdocs.hook_names():
         fn = getattr(hookspec, name)
         caller = getattr(pm.hook, name)
         opts = caller.spec.opts if caller.spec else {}
         rows.append(
             {
                 "name": name,
-                "kind": hook_kind(name),
+                "kind": hookdocs.kind_of(name),
                 "async": inspect.iscoroutinefunction(fn),
                 "firstresult": bool(opts.get("firstresult")),
                 "signature": f"{name}{inspect.signature(fn)}",

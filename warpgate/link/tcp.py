@@ -176,11 +176,7 @@ def _make_link(
     method: str,
     max_message: int,
 ) -> TcpLink:
-    send, receive = hs.split()
-    plaintext = hs.plaintext_agreed
-    codec = RecordCodec(
-        None if plaintext else send, None if plaintext else receive, max_message=max_message
-    )
+    codec = RecordCodec(*hs.transport_ciphers(), max_message=max_message)
     assert hs.remote_identity is not None
     path = LinkPath(
         method=method,

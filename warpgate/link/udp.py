@@ -203,12 +203,8 @@ class UdpLinks:
         remote: Addr,
         method: str,
     ) -> UdpLink:
-        send, receive = hs.split()
-        plain = hs.plaintext_agreed
         codec = DatagramRecordCodec(
-            None if plain else send,
-            None if plain else receive,
-            max_message=self.node.conf["udp_max_message"],
+            *hs.transport_ciphers(), max_message=self.node.conf["udp_max_message"]
         )
         assert hs.remote_identity is not None
         link = UdpLink(

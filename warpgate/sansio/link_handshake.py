@@ -213,3 +213,9 @@ class LinkHandshake:
         if not self.complete:
             raise LinkProtocolError("handshake not complete")
         return self._noise.split()
+
+    def transport_ciphers(self) -> tuple[CipherState | None, CipherState | None]:
+        """(send, receive) for the records; ``(None, None)`` when both sides agreed on
+        plaintext (benchmarks)."""
+        send, receive = self.split()
+        return (None, None) if self.plaintext_agreed else (send, receive)
