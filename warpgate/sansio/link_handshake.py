@@ -2,7 +2,7 @@
 its node identity key.
 
 This is the construction libp2p's Noise handshake uses: Noise
-(``Noise_XX_25519_ChaChaPoly_SHA256``) gives forward-secret encryption and proves each
+(``Noise_XX_25519_AESGCM_SHA256``) gives forward-secret encryption and proves each
 side holds its X25519 static key; the handshake payloads carry the node's ECDSA P-256
 identity key and its signature over that static key, binding the two.  The dialler
 knows which identity it wants (from the address or name record) and refuses any other.

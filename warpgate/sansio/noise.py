@@ -1,15 +1,21 @@
-"""The Noise ``XX`` handshake, ``Noise_XX_25519_ChaChaPoly_SHA256`` (sans-IO).
+"""The Noise ``XX`` handshake, ``Noise_XX_25519_{AESGCM,ChaChaPoly}_SHA256`` (sans-IO).
 
 An implementation of the Noise Protocol Framework, revision 34
-(https://noiseprotocol.org/noise.html), restricted to the one protocol warpgate uses::
+(https://noiseprotocol.org/noise.html), restricted to the one handshake pattern warpgate
+uses::
 
     XX:
       -> e
       <- e, ee, s, es
       -> s, se
 
-Primitives come from ``cryptography`` (X25519, ChaCha20-Poly1305) and the standard
-library (SHA-256, HMAC); HKDF is the spec's own two/three-output construction from
+with either of the spec's two cipher functions (sections 12.3 and 12.4): ``AESGCM``
+(AES-256-GCM, the default: several times faster where the CPU has AES instructions) or
+``ChaChaPoly`` (ChaCha20-Poly1305).  Both sides must use the same cipher: it is part of
+the protocol name hashed into the handshake, so a mismatch fails the handshake.
+
+Primitives come from ``cryptography`` (X25519, AES-256-GCM, ChaCha20-Poly1305) and the
+standard library (SHA-256, HMAC); HKDF is the spec's own two/three-output construction from
 section 4.3, not RFC 5869's API.  Nothing here does I/O: :class:`NoiseHandshake` takes and
 returns handshake messages as bytes and the caller moves them (framing each message is
 the caller's job), then :meth:`NoiseHandshake.split` hands out two :class:`CipherState`
@@ -27,17 +33,21 @@ handshake payload correspondingly less (see :meth:`NoiseHandshake.max_payload`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeAlias
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from warpgate.errors import WarpgateError
 
 __all__ = [
+    "CIPHERS",
+    "DEFAULT_CIPHER",
     "DH_SIZE",
     "HASH_SIZE",
     "MAX_MESSAGE",
@@ -48,14 +58,19 @@ __all__ = [
     "NoiseError",
     "NoiseHandshake",
     "generate_static_key",
+    "protocol_name",
     "public_key",
 ]
 
+CIPHERS: Final = ("AESGCM", "ChaChaPoly")
+"""The Noise cipher names accepted by :class:`NoiseHandshake` and :class:`CipherState`."""
+DEFAULT_CIPHER: Final = "AESGCM"
 PROTOCOL_NAME: Final = b"Noise_XX_25519_ChaChaPoly_SHA256"
+"""The ChaChaPoly protocol name (kept for compatibility; see :func:`protocol_name`)."""
 MAX_MESSAGE: Final = 65535
 """Noise's limit on the size of any message, handshake or transport."""
 TAG_SIZE: Final = 16
-"""Size of the ChaCha20-Poly1305 authentication tag added to every encrypted field."""
+"""Size of the authentication tag (both ciphers) added to every encrypted field."""
 DH_SIZE: Final = 32
 """Size of an X25519 public key, private key and shared secret."""
 HASH_SIZE: Final = 32
@@ -93,15 +108,68 @@ def _hkdf2(chaining_key: bytes, input_key_material: bytes) -> tuple[bytes, bytes
     return output1, output2
 
 
+_NONCE_PREFIX: Final = bytes(4)
+
+
 def _nonce_bytes(nonce: int) -> bytes:
     """ChaChaPoly's 96-bit nonce: 32 bits of zeros, then the 64-bit counter little-endian."""
-    return b"\x00\x00\x00\x00" + nonce.to_bytes(8, "little")
+    return _NONCE_PREFIX + nonce.to_bytes(8, "little")
+
+
+def _nonce_bytes_aesgcm(nonce: int) -> bytes:
+    """AESGCM's 96-bit nonce: 32 bits of zeros, then the 64-bit counter big-endian."""
+    return _NONCE_PREFIX + nonce.to_bytes(8, "big")
+
+
+_AEAD: TypeAlias = AESGCM | ChaCha20Poly1305
+# Cipher name -> (AEAD constructor taking a 32-byte key, nonce encoder).
+_CIPHER_FUNCTIONS: Final[dict[str, tuple[Callable[[bytes], _AEAD], Callable[[int], bytes]]]] = {
+    "AESGCM": (AESGCM, _nonce_bytes_aesgcm),
+    "ChaChaPoly": (ChaCha20Poly1305, _nonce_bytes),
+}
+
+
+def _cipher_functions(cipher: str) -> tuple[Callable[[bytes], _AEAD], Callable[[int], bytes]]:
+    functions = _CIPHER_FUNCTIONS.get(cipher) if isinstance(cipher, str) else None
+    if functions is None:
+        choices = ", ".join(repr(name) for name in CIPHERS)
+        raise NoiseError(f"unknown Noise cipher {cipher!r}: choose one of {choices}")
+    return functions
+
+
+def protocol_name(cipher: str = DEFAULT_CIPHER) -> bytes:
+    """The full Noise protocol name for ``cipher``, e.g. ``b"Noise_XX_25519_AESGCM_SHA256"``."""
+    _cipher_functions(cipher)
+    return b"Noise_XX_25519_" + cipher.encode() + b"_SHA256"
+
+
+def _buffer(data: bytes) -> bytes | bytearray | memoryview:
+    """``data`` as something the AEAD reads without a copy (bytes, bytearray, or a flat
+    byte memoryview); anything else bytes-like (non-contiguous or wider items) is copied."""
+    if isinstance(data, bytes | bytearray):
+        return data
+    view = memoryview(data)  # TypeError for non-buffers (str, int, ...)
+    if view.c_contiguous and view.ndim == 1 and view.format in ("B", "c"):
+        return view
+    return view.tobytes()
 
 
 def _private_key(raw: bytes, what: str) -> X25519PrivateKey:
     if not isinstance(raw, bytes | bytearray) or len(raw) != DH_SIZE:
         raise NoiseError(f"{what} must be {DH_SIZE} raw bytes")
     return X25519PrivateKey.from_private_bytes(bytes(raw))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_static(raw: bytes) -> X25519PrivateKey:
+    return X25519PrivateKey.from_private_bytes(raw)
+
+
+def _static_private_key(raw: bytes) -> X25519PrivateKey:
+    """Static keys are reused for every handshake of a process: parse each once."""
+    if not isinstance(raw, bytes | bytearray) or len(raw) != DH_SIZE:
+        raise NoiseError(f"static_key must be {DH_SIZE} raw bytes")
+    return _cached_static(bytes(raw))
 
 
 def _public_bytes(key: X25519PrivateKey) -> bytes:
@@ -133,8 +201,10 @@ def public_key(private: bytes) -> bytes:
 
 
 class CipherState:
-    """One direction of transport encryption: ChaCha20-Poly1305, 96-bit nonce = 4 zero bytes
-    + 64-bit little-endian counter (as Noise specifies).
+    """One direction of transport encryption with the Noise cipher ``cipher``: AES-256-GCM
+    (``"AESGCM"``, the default; 96-bit nonce = 4 zero bytes + 64-bit big-endian counter) or
+    ChaCha20-Poly1305 (``"ChaChaPoly"``; 4 zero bytes + 64-bit little-endian counter), as
+    Noise specifies.
 
     :meth:`encrypt`/:meth:`decrypt` use an implicit counter (for reliable, ordered
     transports); :meth:`encrypt_with_nonce`/:meth:`decrypt_with_nonce` take the nonce from
@@ -142,21 +212,30 @@ class CipherState:
     :class:`~warpgate.sansio.replay.ReplayWindow` rejects replays).  Never mix the two
     styles on one CipherState, and never encrypt twice with one nonce.
 
+    Plaintexts, ciphertexts and associated data may be any bytes-like object (bytes,
+    bytearray, memoryview); they are handed to the AEAD without copying where possible.
     Nonce ``2**64 - 1`` is reserved and refused.  Ciphertexts are limited to
     :data:`MAX_MESSAGE` bytes, plaintexts to ``MAX_MESSAGE - TAG_SIZE``.
     """
 
-    __slots__ = ("_aead", "_key", "_nonce")
+    __slots__ = ("_aead", "_cipher", "_key", "_make_aead", "_nonce", "_nonce_bytes")
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, cipher: str = DEFAULT_CIPHER) -> None:
+        self._make_aead, self._nonce_bytes = _cipher_functions(cipher)
         if not isinstance(key, bytes | bytearray) or len(key) != KEY_SIZE:
             raise NoiseError(f"a cipher key must be {KEY_SIZE} bytes")
+        self._cipher = cipher
         self._key = bytes(key)
-        self._aead = ChaCha20Poly1305(self._key)
+        self._aead = self._make_aead(self._key)
         self._nonce = 0
 
     def __repr__(self) -> str:  # never show the key
-        return f"<CipherState nonce={self._nonce}>"
+        return f"<CipherState {self._cipher} nonce={self._nonce}>"
+
+    @property
+    def cipher(self) -> str:
+        """The Noise cipher name, ``"AESGCM"`` or ``"ChaChaPoly"``."""
+        return self._cipher
 
     @property
     def nonce(self) -> int:
@@ -173,44 +252,68 @@ class CipherState:
     def encrypt_with_nonce(self, nonce: int, plaintext: bytes, ad: bytes = b"") -> bytes:
         """Encrypt ``plaintext`` under the explicit ``nonce``; the counter is untouched."""
         self._check_nonce(nonce)
+        plaintext = _buffer(plaintext)
         if len(plaintext) > MAX_MESSAGE - TAG_SIZE:
             raise NoiseError(
                 f"plaintext of {len(plaintext)} bytes exceeds {MAX_MESSAGE - TAG_SIZE} bytes"
             )
-        return self._aead.encrypt(_nonce_bytes(nonce), bytes(plaintext), bytes(ad))
+        return self._aead.encrypt(self._nonce_bytes(nonce), plaintext, _buffer(ad))
 
     def decrypt_with_nonce(self, nonce: int, ciphertext: bytes, ad: bytes = b"") -> bytes:
         """Decrypt and authenticate ``ciphertext`` made with ``nonce``; the counter is untouched."""
         self._check_nonce(nonce)
+        ciphertext = _buffer(ciphertext)
         if len(ciphertext) < TAG_SIZE:
             raise NoiseError(f"ciphertext of {len(ciphertext)} bytes is shorter than the tag")
         if len(ciphertext) > MAX_MESSAGE:
             raise NoiseError(f"ciphertext of {len(ciphertext)} bytes exceeds {MAX_MESSAGE}")
         try:
-            return self._aead.decrypt(_nonce_bytes(nonce), bytes(ciphertext), bytes(ad))
+            return self._aead.decrypt(self._nonce_bytes(nonce), ciphertext, _buffer(ad))
         except InvalidTag:
             raise NoiseError("decryption failed: authentication tag mismatch") from None
 
     def encrypt(self, plaintext: bytes, ad: bytes = b"") -> bytes:
         """Encrypt with the implicit counter, then advance it."""
-        ciphertext = self.encrypt_with_nonce(self._nonce, plaintext, ad)
+        # The per-record hot path of every link: plain bytes skip the checks that
+        # encrypt_with_nonce makes for arbitrary input (the counter is ours, in range).
+        if type(plaintext) is not bytes or type(ad) is not bytes or self._nonce >= MAX_NONCE:
+            ciphertext = self.encrypt_with_nonce(self._nonce, plaintext, ad)
+        elif len(plaintext) > MAX_MESSAGE - TAG_SIZE:
+            raise NoiseError(
+                f"plaintext of {len(plaintext)} bytes exceeds {MAX_MESSAGE - TAG_SIZE} bytes"
+            )
+        else:
+            ciphertext = self._aead.encrypt(self._nonce_bytes(self._nonce), plaintext, ad)
         self._nonce += 1
         return ciphertext
 
     def decrypt(self, ciphertext: bytes, ad: bytes = b"") -> bytes:
         """Decrypt with the implicit counter and advance it, only if authentication succeeds."""
-        plaintext = self.decrypt_with_nonce(self._nonce, ciphertext, ad)
+        if (
+            type(ciphertext) is not bytes
+            or type(ad) is not bytes
+            or self._nonce >= MAX_NONCE
+            or not TAG_SIZE <= len(ciphertext) <= MAX_MESSAGE
+        ):
+            plaintext = self.decrypt_with_nonce(self._nonce, ciphertext, ad)
+        else:
+            try:
+                plaintext = self._aead.decrypt(self._nonce_bytes(self._nonce), ciphertext, ad)
+            except InvalidTag:
+                raise NoiseError("decryption failed: authentication tag mismatch") from None
         self._nonce += 1
         return plaintext
 
     def rekey(self) -> None:
         """Noise's ``Rekey()`` (section 4.2): derive a new key from the current one.
 
-        Both sides must rekey at the same point in the message stream.  The nonce is kept.
+        The new key is the first 32 bytes of ``ENCRYPT(k, 2**64 - 1, zerolen, zeros)``
+        (section 4.2's default REKEY, for both ciphers).  Both sides must rekey at the same
+        point in the message stream.  The nonce is kept.
         """
-        new_key = self._aead.encrypt(_nonce_bytes(MAX_NONCE), bytes(KEY_SIZE), b"")[:KEY_SIZE]
-        self._key = new_key
-        self._aead = ChaCha20Poly1305(new_key)
+        new_key = self._aead.encrypt(self._nonce_bytes(MAX_NONCE), bytes(KEY_SIZE), b"")
+        self._key = new_key[:KEY_SIZE]
+        self._aead = self._make_aead(self._key)
 
 
 # --------------------------------------------------------------------------- SymmetricState
@@ -219,19 +322,27 @@ class CipherState:
 class _SymmetricState:
     """The spec's SymmetricState with its embedded handshake CipherState (k may be empty)."""
 
-    __slots__ = ("aead", "ck", "h", "n")
+    __slots__ = ("aead", "cipher", "ck", "h", "make_aead", "n", "nonce_bytes")
 
-    def __init__(self, protocol_name: bytes) -> None:
-        if len(protocol_name) <= HASH_SIZE:
-            self.h = protocol_name.ljust(HASH_SIZE, b"\x00")
+    def __init__(self, cipher: str) -> None:
+        self.make_aead, self.nonce_bytes = _cipher_functions(cipher)
+        self.cipher = cipher
+        name = protocol_name(cipher)
+        if len(name) <= HASH_SIZE:
+            self.h = name.ljust(HASH_SIZE, b"\x00")
         else:
-            self.h = _hash(protocol_name)
+            self.h = _hash(name)
         self.ck = self.h
-        self.aead: ChaCha20Poly1305 | None = None
+        self.aead: _AEAD | None = None
         self.n = 0
 
     def copy(self) -> _SymmetricState:
         other = _SymmetricState.__new__(_SymmetricState)
+        other.make_aead, other.nonce_bytes, other.cipher = (
+            self.make_aead,
+            self.nonce_bytes,
+            self.cipher,
+        )
         other.h, other.ck, other.aead, other.n = self.h, self.ck, self.aead, self.n
         return other
 
@@ -244,7 +355,7 @@ class _SymmetricState:
 
     def mix_key(self, input_key_material: bytes) -> None:
         self.ck, temp_k = _hkdf2(self.ck, input_key_material)
-        self.aead = ChaCha20Poly1305(temp_k[:KEY_SIZE])
+        self.aead = self.make_aead(temp_k[:KEY_SIZE])
         self.n = 0
 
     def encrypt_and_hash(self, plaintext: bytes) -> bytes:
@@ -252,7 +363,7 @@ class _SymmetricState:
             ciphertext = plaintext
         else:
             # A handshake encrypts at most twice per key: the nonce cannot approach 2**64-1.
-            ciphertext = self.aead.encrypt(_nonce_bytes(self.n), plaintext, self.h)
+            ciphertext = self.aead.encrypt(self.nonce_bytes(self.n), plaintext, self.h)
             self.n += 1
         self.mix_hash(ciphertext)
         return ciphertext
@@ -262,7 +373,7 @@ class _SymmetricState:
             plaintext = ciphertext
         else:
             try:
-                plaintext = self.aead.decrypt(_nonce_bytes(self.n), ciphertext, self.h)
+                plaintext = self.aead.decrypt(self.nonce_bytes(self.n), ciphertext, self.h)
             except InvalidTag:
                 raise NoiseError("decryption failed: authentication tag mismatch") from None
             self.n += 1
@@ -271,12 +382,15 @@ class _SymmetricState:
 
     def split(self) -> tuple[CipherState, CipherState]:
         temp_k1, temp_k2 = _hkdf2(self.ck, b"")
-        return CipherState(temp_k1[:KEY_SIZE]), CipherState(temp_k2[:KEY_SIZE])
+        return (
+            CipherState(temp_k1[:KEY_SIZE], self.cipher),
+            CipherState(temp_k2[:KEY_SIZE], self.cipher),
+        )
 
 
 # --------------------------------------------------------------------------- handshake
 
-# Who writes each of the three XX messages, and a human name for each step.
+# Human names of the three XX messages, for error messages.
 _STEP_NAMES: Final = (
     "message 1 (-> e)",
     "message 2 (<- e, ee, s, es)",
@@ -285,14 +399,16 @@ _STEP_NAMES: Final = (
 
 
 class NoiseHandshake:
-    """One side of a ``Noise_XX_25519_ChaChaPoly_SHA256`` handshake.
+    """One side of a ``Noise_XX_25519_<cipher>_SHA256`` handshake, ``cipher`` being
+    ``"AESGCM"`` (the default) or ``"ChaChaPoly"``; both sides must choose the same one.
 
     The initiator calls ``write_message``, ``read_message``, ``write_message``; the
     responder ``read_message``, ``write_message``, ``read_message``.  Each message may carry
-    a payload; the first message's payload is sent in clear (no key exists yet) and the
-    second's is encrypted but the initiator cannot yet be sure who it comes from, so put
-    nothing secret in them.  The third message's payload, and everything after
-    :meth:`split`, is encrypted and mutually authenticated.
+    a payload.  Message 1's payload travels in clear (no key exists yet).  Message 2's is
+    encrypted and authenticated as the responder's, but sent before the responder knows who
+    the initiator is, so an active attacker posing as an initiator can read it: put
+    nothing secret in either.  Message 3's payload, and everything after :meth:`split`,
+    is encrypted and mutually authenticated.
 
     After completion, :attr:`remote_static` is the peer's X25519 public key: the caller
     must check it is the key it expected (e.g. the one in the dialled address) before
@@ -306,9 +422,11 @@ class NoiseHandshake:
         static_key: bytes,
         prologue: bytes = b"",
         ephemeral_key: bytes | None = None,
+        cipher: str = DEFAULT_CIPHER,
     ) -> None:
+        _cipher_functions(cipher)  # an unknown cipher fails before anything else
         self._initiator = bool(initiator)
-        self._s = _private_key(static_key, "static_key")
+        self._s = _static_private_key(static_key)
         self._s_pub = _public_bytes(self._s)
         self._e: X25519PrivateKey | None = (
             None if ephemeral_key is None else _private_key(ephemeral_key, "ephemeral_key")
@@ -318,7 +436,7 @@ class NoiseHandshake:
         self._index = 0
         self._failed = False
         self._split_done = False
-        self._ss = _SymmetricState(PROTOCOL_NAME)
+        self._ss = _SymmetricState(cipher)
         self._ss.mix_hash(bytes(prologue))
         # XX has no pre-messages.
 
@@ -331,6 +449,16 @@ class NoiseHandshake:
     @property
     def initiator(self) -> bool:
         return self._initiator
+
+    @property
+    def cipher(self) -> str:
+        """The Noise cipher name, ``"AESGCM"`` or ``"ChaChaPoly"``."""
+        return self._ss.cipher
+
+    @property
+    def protocol_name(self) -> bytes:
+        """The full Noise protocol name, e.g. ``b"Noise_XX_25519_AESGCM_SHA256"``."""
+        return protocol_name(self._ss.cipher)
 
     @property
     def complete(self) -> bool:
