@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -60,7 +63,40 @@ def _v6_prefix(netmask: str | None) -> int:
     return bin(int(ipaddress.IPv6Address(netmask))).count("1")
 
 
+# Reading every interface costs a netlink dump per interface (netifaces has no bulk
+# call), which dominates a node's start-up; several nodes started in a row (tests, one
+# Gate per identity) see the same answer, so it is kept briefly, per network namespace.
+DISCOVERY_TTL = 2.0
+_discovered: dict[tuple[object, ...], tuple[float, list[Interface]]] = {}
+
+
+def _netns_key() -> object:
+    """The current thread's network namespace (Linux), so cached answers never cross
+    namespaces (the lab runs nodes in several, from one process)."""
+    try:
+        return os.stat(f"/proc/self/task/{threading.get_native_id()}/ns/net").st_ino
+    except OSError:
+        return None
+
+
 def discover_interfaces(
+    names: Sequence[str] = (), *, include_loopback: bool = False
+) -> list[Interface]:
+    """Like :func:`read_interfaces`, answered from a cache at most ``DISCOVERY_TTL``
+    seconds old."""
+    key = (_netns_key(), tuple(names), include_loopback)
+    now = time.monotonic()
+    hit = _discovered.get(key)
+    if hit is not None and now - hit[0] < DISCOVERY_TTL:
+        return list(hit[1])
+    found = read_interfaces(names, include_loopback=include_loopback)
+    if len(_discovered) > 64:
+        _discovered.clear()
+    _discovered[key] = (now, found)
+    return list(found)
+
+
+def read_interfaces(
     names: Sequence[str] = (), *, include_loopback: bool = False
 ) -> list[Interface]:
     """The machine's interfaces that carry an IP address.
