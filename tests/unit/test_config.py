@@ -76,3 +76,22 @@ def test_valid_ports() -> None:
     assert check_port(None) is None
     assert check_port(0) == 0
     assert check_port(65535) == 65535
+
+
+def test_interface_discovery_is_cached_briefly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from warpgate.net import interfaces
+
+    calls: list[int] = []
+    real = interfaces.read_interfaces
+
+    def counting(*args: object, **kwargs: object) -> list[interfaces.Interface]:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(interfaces, "read_interfaces", counting)
+    monkeypatch.setattr(interfaces, "_discovered", {})
+    first = interfaces.discover_interfaces()
+    assert interfaces.discover_interfaces() == first and len(calls) == 1
+    monkeypatch.setattr(interfaces, "DISCOVERY_TTL", 0.0)
+    interfaces.discover_interfaces()
+    assert len(calls) == 2, "an expired answer is read again"
