@@ -67,9 +67,5 @@ class AddressError(WarpgateError, ValueError):
     """Node address bytes (or their text form) are malformed or unsupported."""
 
 
-class FrameError(WarpgateError, ValueError):
-    """A length-prefixed frame on a stream is malformed or larger than allowed."""
-
-
 class UnavailableError(WarpgateError):
     """A feature was asked for that this installation cannot provide (yet or here)."""
