@@ -56,9 +56,9 @@ async def main(runs: int) -> None:
                 async for msg in link:
                     await link.send(msg)
 
-            while True:
-                link = await b.accept()
-                asyncio.create_task(serve(link))
+            async with asyncio.TaskGroup() as tg:
+                while True:
+                    tg.create_task(serve(await b.accept()))
 
         echo_task = asyncio.create_task(echo_links())
         address = b.address()

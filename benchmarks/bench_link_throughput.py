@@ -110,7 +110,8 @@ async def main(total_mb: int, rounds: int) -> None:
             f"  link, encrypted         : {rate(enc):10.1f} {unit}  ({base / enc:.0%} of baseline)"
         )
         print(
-            f"  link, encryption off    : {rate(plain):10.1f} {unit}  ({base / plain:.0%} of baseline)"
+            f"  link, encryption off    : {rate(plain):10.1f} {unit}  "
+            f"({base / plain:.0%} of baseline)"
         )
     print("target: 64 KiB encrypted >= 70% of baseline")
 
