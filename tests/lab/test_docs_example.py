@@ -38,7 +38,9 @@ def _plugin_installed() -> bool:
 def test_hole_punching_example_from_docs(tmp_path: Path) -> None:
     require_lab()
     (tmp_path / "test_hole_punching.py").write_text(_example("test_hole_punching.py"))
-    (tmp_path / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nfilterwarnings = error\nasyncio_default_fixture_loop_scope = function\n"
+    )
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)]
     if not _plugin_installed():  # a plain checkout: load the plugin by module name
         argv[4:4] = ["-p", "warpgate.testing.pytest_plugin"]

@@ -97,7 +97,9 @@ def _hash(data: bytes) -> bytes:
 
 
 def _hmac(key: bytes, data: bytes) -> bytes:
-    return hmac.new(key, data, hashlib.sha256).digest()
+    # hmac.digest is the one-shot C path: several times faster than hmac.new().digest(),
+    # and a handshake makes a dozen of these per side.
+    return hmac.digest(key, data, "sha256")
 
 
 def _hkdf2(chaining_key: bytes, input_key_material: bytes) -> tuple[bytes, bytes]:
