@@ -86,6 +86,6 @@ async def _open(node: Node, addrs: list[tuple[IP, int]], port: int) -> list[List
         addrs,
         port,
         reuse_addr=node.conf["reuse_addr"],
-        on_tcp=node.handle_tcp_connection,
+        tcp_factory=node.tcp_protocol_factory(),
         on_datagram=node.handle_datagram,
     )

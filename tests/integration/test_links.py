@@ -297,6 +297,13 @@ async def test_plaintext_only_when_both_sides_agree() -> None:
         inbound = await e3.accept(timeout=2)
         await mixed.send(b"encrypted anyway")
         assert await inbound.recv(2) == b"encrypted anyway"
+        plain_in = await p2.accept(timeout=2)
+        await plain.send(b"clear")
+        got = await plain_in.recv(2)
+        assert got == b"clear" and type(got) is bytes
+        await plain.close("bye")
+        with pytest.raises(LinkClosed, match="closed by peer: bye"):
+            await plain_in.recv(2)
 
 
 async def test_ping_measures_round_trip(pair: tuple[Node, Node]) -> None:

@@ -123,8 +123,11 @@ class Link:
         """
         if self._queue.empty() and self.closed:
             raise LinkClosed(f"link closed {self._close_reason}".strip())
-        async with asyncio.timeout(timeout):
+        if timeout is None:
             item = await self._queue.get()
+        else:
+            async with asyncio.timeout(timeout):
+                item = await self._queue.get()
         if item is None:
             self._queue.put_nowait(None)  # keep later recv() calls failing fast
             raise LinkClosed(f"link closed {self._close_reason}".strip())

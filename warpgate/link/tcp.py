@@ -1,6 +1,14 @@
-"""Links over TCP: ``WGL\\x01`` from the dialler, then the three handshake messages,
-each behind a 2-byte big-endian length, then records: type u8 | length u16 |
-ciphertext (see :mod:`warpgate.sansio.link_records`)."""
+"""Links over TCP.
+
+Wire: ``WGL\\x01`` from the dialler, then the three handshake messages, each behind a
+2-byte big-endian length, then records: type u8 | length u16 | ciphertext (see
+:mod:`warpgate.sansio.link_records`).
+
+One :class:`LinkConnection` (an ``asyncio.Protocol``) drives each connection from its
+first byte: bytes are parsed as they arrive, with no stream reader in between, so bulk
+transfers copy each byte as few times as possible and the handshake costs no extra
+event-loop rounds.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +16,218 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 
 from warpgate.link.link import Addr, Link, LinkClosed, LinkPath
 from warpgate.sansio.link_handshake import LinkHandshake, LinkIdentity, LinkProtocolError
-from warpgate.sansio.link_records import RecordCodec
+from warpgate.sansio.link_records import RecordCodec, RecordStreamParser
 
 log = logging.getLogger(__name__)
 
 LINK_MAGIC = b"WGL\x01"
 _LEN = 2
-_RECORD_HEADER = 3
-
-
-async def _read_msg(reader: asyncio.StreamReader) -> bytes:
-    size = int.from_bytes(await reader.readexactly(_LEN), "big")
-    return await reader.readexactly(size)
+PAUSE_AT = 64  # records waiting for the link's reader before we stop reading the socket
 
 
 def _frame(msg: bytes) -> bytes:
     return len(msg).to_bytes(_LEN, "big") + msg
 
 
-class TcpLink(Link):
-    """A link over one TCP connection; a reader task feeds received records."""
+def _addr(sockname: object) -> Addr:
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        return (str(sockname[0]), int(sockname[1]))
+    return ("?", 0)
+
+
+class LinkConnection(asyncio.Protocol):
+    """One TCP connection: magic (responder side), handshake, then records."""
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        hs: LinkHandshake,
+        *,
+        method: str,
+        max_message: int,
+        on_link: Callable[[TcpLink], None] | None = None,
+        on_failure: Callable[[str, Addr], None] | None = None,
+    ) -> None:
+        self.hs = hs
+        self.method = method
+        self.max_message = max_message
+        self.on_link = on_link
+        self.on_failure = on_failure
+        self.transport: asyncio.Transport | None = None
+        self.link: TcpLink | None = None
+        self.ready: asyncio.Future[TcpLink] = asyncio.get_running_loop().create_future()
+        self._state = "handshake" if hs.initiator else "magic"
+        self._buffer = bytearray()
+        self._parser = RecordStreamParser()
+        self._records: list[tuple[int, bytes]] = []
+        self._records_ready = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._eof = False
+        self._paused = False
+        self.peer: Addr = ("?", 0)
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = _addr(transport.get_extra_info("peername"))
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.hs.initiator:
+            transport.write(LINK_MAGIC + _frame(self.hs.start()))
+
+    def data_received(self, data: bytes) -> None:
+        if self._state == "records":
+            self._add_records(self._parser.feed(data))
+            return
+        self._buffer += data
+        try:
+            self._advance_handshake()
+        except (LinkProtocolError, LinkClosed) as exc:
+            self._fail(str(exc))
+        except Exception as exc:  # anything a hostile peer provokes ends only this link
+            self._fail(f"{type(exc).__name__}: {exc}")
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._records_ready.set()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._records_ready.set()
+        self._writable.set()
+        if not self.ready.done():
+            self._settle(
+                ConnectionError(f"connection closed during the handshake {exc or ''}".strip())
+            )
+            if self.on_failure is not None:
+                self.on_failure("closed during the handshake", self.peer)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- handshake ------------------------------------------------------------------
+
+    def _advance_handshake(self) -> None:
+        buf = self._buffer
+        if self._state == "magic":
+            if len(buf) < len(LINK_MAGIC):
+                return
+            if bytes(buf[: len(LINK_MAGIC)]) != LINK_MAGIC:
+                raise LinkProtocolError(f"not a warpgate link (first bytes {bytes(buf[:4])!r})")
+            del buf[: len(LINK_MAGIC)]
+            self._state = "handshake"
+        while self._state == "handshake" and len(buf) >= _LEN:
+            size = int.from_bytes(buf[:_LEN], "big")
+            if len(buf) < _LEN + size:
+                return
+            message = bytes(buf[_LEN : _LEN + size])
+            del buf[: _LEN + size]
+            reply = self.hs.receive(message)
+            assert self.transport is not None
+            if reply is not None:
+                self.transport.write(_frame(reply))
+            if self.hs.complete:
+                self._complete()
+
+    def _complete(self) -> None:
+        assert self.transport is not None
+        hs = self.hs
+        assert hs.remote_identity is not None
+        codec = RecordCodec(*hs.transport_ciphers(), max_message=self.max_message)
+        path = LinkPath(
+            method=self.method,
+            transport="tcp",
+            local=_addr(self.transport.get_extra_info("sockname")),
+            remote=self.peer,
+        )
+        self.link = TcpLink(
+            self,
+            codec=codec,
+            remote_key=hs.remote_identity,
+            path=path,
+            initiator=hs.initiator,
+            intent=hs.intent,
+        )
+        self._state = "records"
+        leftover, self._buffer = bytes(self._buffer), bytearray()
+        if leftover:  # records sent right behind the last handshake message
+            self._add_records(self._parser.feed(leftover))
+        self.link.start_reading()
+        if not self.ready.done():
+            self.ready.set_result(self.link)
+        if self.on_link is not None:
+            self.on_link(self.link)
+
+    def _fail(self, reason: str) -> None:
+        if not self.ready.done():
+            self._settle(LinkProtocolError(reason))
+            if self.on_failure is not None:
+                self.on_failure(reason, self.peer)
+        self._state = "closed"
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _settle(self, exc: BaseException) -> None:
+        self.ready.set_exception(exc)
+        if not self.hs.initiator:
+            self.ready.exception()  # nobody awaits an inbound handshake: mark it seen
+
+    def abort_handshake(self, reason: str) -> None:
+        """Give up on a handshake that is taking too long (the node's timer calls it)."""
+        if not self.ready.done():
+            self._fail(reason)
+
+    # -- records ---------------------------------------------------------------------
+
+    def _add_records(self, records: list[tuple[int, bytes]]) -> None:
+        if not records:
+            return
+        self._records += records
+        self._records_ready.set()
+        if len(self._records) >= PAUSE_AT and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    async def next_records(self) -> list[tuple[int, bytes]]:
+        """The records received since the last call; ``[]`` at the end of the stream."""
+        while not self._records and not self._eof:
+            self._records_ready.clear()
+            await self._records_ready.wait()
+        records, self._records = self._records, []
+        if self._paused and self.transport is not None and not self.transport.is_closing():
+            self._paused = False
+            self.transport.resume_reading()
+        return records
+
+    async def write(self, parts: list[bytes]) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise LinkClosed("connection closed")
+        transport.writelines(parts)
+        if not self._writable.is_set():
+            await self._writable.wait()
+            if transport.is_closing():
+                raise LinkClosed("connection closed")
+
+
+class TcpLink(Link):
+    """A link over one TCP connection; a reader task handles the received records."""
+
+    def __init__(
+        self,
+        conn: LinkConnection,
         *,
         codec: RecordCodec,
         remote_key: bytes,
@@ -46,8 +238,7 @@ class TcpLink(Link):
         super().__init__(
             codec=codec, remote_key=remote_key, path=path, initiator=initiator, intent=intent
         )
-        self._reader = reader
-        self._writer = writer
+        self._conn = conn
         self._reader_task: asyncio.Task[None] | None = None
 
     def start_reading(self) -> None:
@@ -55,36 +246,35 @@ class TcpLink(Link):
 
     async def _read_loop(self) -> None:
         reason = "(connection lost)"
-        reader = self._reader
         try:
-            while True:
-                header = await reader.readexactly(_RECORD_HEADER)
-                body = await reader.readexactly(int.from_bytes(header[1:], "big"))
-                if not await self._handle_record((header[0], body)):
-                    reason = self._close_reason
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            reason = "(connection lost)"
+            while records := await self._conn.next_records():
+                for record in records:
+                    if not await self._handle_record(record):
+                        reason = self._close_reason
+                        return
         except LinkProtocolError as exc:
             log.warning("closing link to %s: %s", self.path.remote, exc)
             reason = f"(protocol error: {exc})"
+        except Exception as exc:  # a bug must close this link, not leak out of its task
+            log.exception("closing link to %s after an internal error", self.path.remote)
+            reason = f"(internal error: {type(exc).__name__})"
         finally:
             self._mark_closed(reason)
             self._close_transport()
 
     async def _transmit(self, records: list[tuple[int, bytes]]) -> None:  # type: ignore[override]
-        if self._writer.is_closing():
+        if self.closed:
             raise LinkClosed(f"link closed {self._close_reason}".strip())
         parts: list[bytes] = []
         for kind, ciphertext in records:
             parts.append(bytes([kind]) + len(ciphertext).to_bytes(_LEN, "big"))
             parts.append(ciphertext)
-        self._writer.writelines(parts)
-        await self._writer.drain()
+        await self._conn.write(parts)
 
     def _close_transport(self) -> None:
-        if not self._writer.is_closing():
-            self._writer.close()
+        transport = self._conn.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
 
     async def _shutdown(self, reason: str) -> None:
         self._mark_closed(reason)
@@ -94,14 +284,6 @@ class TcpLink(Link):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._writer.wait_closed(), 1)
-
-
-def _addr(sockname: object) -> Addr:
-    if isinstance(sockname, tuple) and len(sockname) >= 2:
-        return (str(sockname[0]), int(sockname[1]))
-    return ("?", 0)
 
 
 async def dial_tcp(
@@ -117,81 +299,58 @@ async def dial_tcp(
 ) -> TcpLink:
     """Connect to ``remote`` and run the handshake as initiator.
 
-    Callers bound the whole call with a timeout (``asyncio.timeout``).
+    Callers bound the whole call with a timeout (``asyncio.timeout``); a cancelled dial
+    closes its connection.
     """
-    local_addr = (local_ip, 0) if local_ip else None
-    reader, writer = await asyncio.open_connection(remote[0], remote[1], local_addr=local_addr)
+    hs = LinkHandshake(
+        identity,
+        initiator=True,
+        expected_identity=expected_identity,
+        intent=intent,
+        plaintext=not encrypt,
+    )
+    loop = asyncio.get_running_loop()
+    transport, conn = await loop.create_connection(
+        lambda: LinkConnection(hs, method=method, max_message=max_message),
+        remote[0],
+        remote[1],
+        local_addr=(local_ip, 0) if local_ip else None,
+    )
     try:
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        hs = LinkHandshake(
-            identity,
-            initiator=True,
-            expected_identity=expected_identity,
-            intent=intent,
-            plaintext=not encrypt,
-        )
-        writer.write(LINK_MAGIC + _frame(hs.start()))
-        await writer.drain()
-        reply = hs.receive(await _read_msg(reader))
-        assert reply is not None
-        writer.write(_frame(reply))
-        await writer.drain()
+        return await conn.ready
     except BaseException:
-        writer.close()
+        transport.abort()
         raise
-    return _make_link(hs, reader, writer, method=method, max_message=max_message)
 
 
-async def accept_tcp(
+def responder_factory(
     identity: LinkIdentity,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
     *,
     max_message: int,
-    encrypt: bool = True,
-) -> TcpLink:
-    """Run the handshake as responder on an inbound connection whose first bytes were
-    :data:`LINK_MAGIC` (already read)."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    hs = LinkHandshake(identity, initiator=False, plaintext=not encrypt)
-    reply = hs.receive(await _read_msg(reader))
-    assert reply is not None
-    writer.write(_frame(reply))
-    await writer.drain()
-    if hs.receive(await _read_msg(reader)) is not None:
-        raise LinkProtocolError("unexpected handshake reply")
-    return _make_link(hs, reader, writer, method="inbound", max_message=max_message)
+    encrypt: bool,
+    handshake_timeout: Callable[[], float],
+    on_link: Callable[[TcpLink], None],
+    on_failure: Callable[[str, Addr], None],
+) -> Callable[[], LinkConnection]:
+    """A protocol factory for a listening socket: every connection must complete the
+    link handshake within ``handshake_timeout()`` seconds or is dropped."""
+
+    def make() -> LinkConnection:
+        conn = LinkConnection(
+            LinkHandshake(identity, initiator=False, plaintext=not encrypt),
+            method="inbound",
+            max_message=max_message,
+            on_link=on_link,
+            on_failure=on_failure,
+        )
+        limit = handshake_timeout()
+        timer = asyncio.get_running_loop().call_later(
+            limit, conn.abort_handshake, f"no handshake within {limit} s"
+        )
+        conn.ready.add_done_callback(lambda _f: timer.cancel())
+        return conn
+
+    return make
 
 
-def _make_link(
-    hs: LinkHandshake,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    *,
-    method: str,
-    max_message: int,
-) -> TcpLink:
-    codec = RecordCodec(*hs.transport_ciphers(), max_message=max_message)
-    assert hs.remote_identity is not None
-    path = LinkPath(
-        method=method,
-        transport="tcp",
-        local=_addr(writer.get_extra_info("sockname")),
-        remote=_addr(writer.get_extra_info("peername")),
-    )
-    link = TcpLink(
-        reader,
-        writer,
-        codec=codec,
-        remote_key=hs.remote_identity,
-        path=path,
-        initiator=hs.initiator,
-        intent=hs.intent,
-    )
-    link.start_reading()
-    return link
+__all__ = ["LINK_MAGIC", "LinkConnection", "TcpLink", "dial_tcp", "responder_factory"]

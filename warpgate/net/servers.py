@@ -1,8 +1,8 @@
 """The node's TCP and UDP servers, bound per address on one shared port.
 
-Each TCP connection and each UDP remote gets a :class:`ServerPipe`.  What a connection
-carries is decided by the node's connection handler; until links land the default
-handler reads length-prefixed frames and hands each to the message callbacks.
+TCP connections get a protocol from the node's factory (the link handshake); UDP
+datagrams go, in order, to the node's datagram handler with a :class:`ServerPipe` for
+their remote address.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import functools
 import ipaddress
 import logging
 import socket
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -24,54 +25,39 @@ log = logging.getLogger(__name__)
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 Addr = tuple[str, int]
-TcpHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "ServerPipe"], Awaitable[None]]
+TcpFactory = Callable[[], asyncio.Protocol]
 DatagramHandler = Callable[[bytes, Addr, "ServerPipe"], Awaitable[None]]
 
 UDP_QUEUE_LIMIT = 1024  # datagrams waiting for callbacks; more are dropped, not buffered
 
 
 class ServerPipe:
-    """The server side of one TCP connection, or of one UDP remote address."""
+    """The server side of one UDP remote address on a listening socket."""
 
     def __init__(
         self,
-        kind: Literal["tcp", "udp"],
+        kind: Literal["udp"],
         local: Addr,
         remote: Addr,
         *,
-        writer: asyncio.StreamWriter | None = None,
         datagram: asyncio.DatagramTransport | None = None,
         listener: Listener | None = None,
     ) -> None:
         self.kind = kind
-        self.listener = listener
         self.local = local
         self.remote = remote
-        self._writer = writer
+        self.listener = listener
         self._datagram = datagram
 
     @property
     def closed(self) -> bool:
-        if self._writer is not None:
-            return self._writer.is_closing()
         return self._datagram is None or self._datagram.is_closing()
 
     async def send_raw(self, data: bytes) -> None:
-        """Send bytes as they are (a UDP datagram, or bytes on the TCP stream)."""
-        if self._writer is not None:
-            self._writer.write(data)
-            await self._writer.drain()
-        elif self._datagram is not None and not self._datagram.is_closing():
-            self._datagram.sendto(data, self.remote)
-        else:
-            raise ConnectionError("pipe is closed")
-
-    async def close(self) -> None:
-        if self._writer is not None and not self._writer.is_closing():
-            self._writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await self._writer.wait_closed()
-        self._datagram = None if self._writer is None else self._datagram
+        """Send one datagram to the remote address."""
+        if self._datagram is None or self._datagram.is_closing():
+            raise ConnectionError("the listening socket is closed")
+        self._datagram.sendto(data, self.remote)
 
     def __repr__(self) -> str:
         return f"<ServerPipe {self.kind} {self.local} <- {self.remote}>"
@@ -104,12 +90,18 @@ class Listener:
     udp: asyncio.DatagramTransport | None = None
     udp_protocol: _DatagramProtocol | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # TCP connections accepted here that may still be in their handshake.
+    connections: weakref.WeakSet[asyncio.Protocol] = field(default_factory=weakref.WeakSet)
 
     @property
     def local(self) -> Addr:
         return (str(self.ip), self.port)
 
     async def close(self) -> None:
+        for conn in list(self.connections):
+            abort = getattr(conn, "abort_handshake", None)
+            if abort is not None:
+                abort("the node is closing")
         if self.tcp is not None:
             self.tcp.close()
         if self.udp is not None:
@@ -123,25 +115,6 @@ class Listener:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
                     await self.tcp.wait_closed()
-
-    async def serve_tcp(
-        self, on_tcp: TcpHandler, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        peer = writer.get_extra_info("peername") or ("?", 0)
-        pipe = ServerPipe("tcp", self.local, (peer[0], peer[1]), writer=writer, listener=self)
-        task = asyncio.current_task()
-        if task is not None:
-            self.tasks.add(task)  # type: ignore[arg-type]
-        try:
-            await on_tcp(reader, writer, pipe)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except Exception:
-            log.exception("tcp connection from %s failed", peer)
-        finally:
-            await pipe.close()
-            if task is not None:
-                self.tasks.discard(task)  # type: ignore[arg-type]
 
 
 def _bind_socket(ip: IP, port: int, kind: int, reuse_addr: bool, scope_id: int) -> socket.socket:
@@ -169,7 +142,7 @@ async def open_listeners(
     port: int,
     *,
     reuse_addr: bool,
-    on_tcp: TcpHandler,
+    tcp_factory: TcpFactory,
     on_datagram: DatagramHandler,
 ) -> list[Listener]:
     """Bind TCP and UDP on ``port`` for every ``(ip, scope_id)``; all or nothing.
@@ -201,8 +174,8 @@ async def open_listeners(
                 raise
             listener = Listener(ip, port)
             listeners.append(listener)
-            listener.tcp = await asyncio.start_server(
-                functools.partial(listener.serve_tcp, on_tcp), sock=tsock
+            listener.tcp = await loop.create_server(
+                functools.partial(_tracked, listener, tcp_factory), sock=tsock
             )
             listener.udp, listener.udp_protocol = await loop.create_datagram_endpoint(
                 functools.partial(_DatagramProtocol, listener.local), sock=usock
@@ -218,6 +191,12 @@ async def open_listeners(
             s.close()
         raise
     return listeners
+
+
+def _tracked(listener: Listener, factory: TcpFactory) -> asyncio.Protocol:
+    conn = factory()
+    listener.connections.add(conn)
+    return conn
 
 
 async def _pump_datagrams(listener: Listener, on_datagram: DatagramHandler) -> None:

@@ -397,36 +397,24 @@ class Node:
             except Exception:
                 log.exception("message callback %r failed", cb)
 
-    async def handle_tcp_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pipe: ServerPipe
-    ) -> None:
-        """An inbound TCP connection: a link handshake, or dropped with a log line."""
-        from warpgate.link.tcp import LINK_MAGIC, accept_tcp
+    def tcp_protocol_factory(self) -> Callable[[], asyncio.Protocol]:
+        """The protocol factory for the listening TCP sockets: each connection must
+        complete a link handshake within ``handshake_timeout``, or is dropped with a log
+        line."""
+        from warpgate.link.tcp import responder_factory
 
-        try:
-            async with asyncio.timeout(self.conf["handshake_timeout"]):
-                magic = await reader.readexactly(len(LINK_MAGIC))
-                if magic != LINK_MAGIC:
-                    raise LinkProtocolError(f"not a warpgate link (first bytes {magic!r})")
-                link = await accept_tcp(
-                    self.link_identity,
-                    reader,
-                    writer,
-                    max_message=self.conf["max_message_size"],
-                    encrypt=self.conf["link_encryption"],
-                )
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
-            self.dropped_connections += 1
-            log.info("dropped connection from %s: %s", pipe.remote, type(exc).__name__)
-            return
-        except WarpgateError as exc:
-            self.dropped_connections += 1
-            log.warning("dropped connection from %s: %s", pipe.remote, exc)
-            return
-        self.adopt_link(link, inbound=True)
-        # The link owns the connection now; wait for it so the listener's bookkeeping
-        # (and its close on node shutdown) covers the link's lifetime.
-        await link._closed.wait()
+        return responder_factory(
+            self.link_identity,
+            max_message=self.conf["max_message_size"],
+            encrypt=self.conf["link_encryption"],
+            handshake_timeout=lambda: self.conf["handshake_timeout"],
+            on_link=lambda link: self.adopt_link(link, inbound=True),
+            on_failure=self._connection_dropped,
+        )
+
+    def _connection_dropped(self, reason: str, peer: tuple[str, int]) -> None:
+        self.dropped_connections += 1
+        log.warning("dropped connection from %s:%s: %s", peer[0], peer[1], reason)
 
     @property
     def udp(self) -> UdpLinks:

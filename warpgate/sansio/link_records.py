@@ -55,13 +55,13 @@ class _Plain:
         return plaintext
 
     def decrypt(self, ciphertext: bytes, ad: bytes = b"") -> bytes:
-        return ciphertext
+        return bytes(ciphertext)  # records may arrive as memoryviews
 
     def encrypt_with_nonce(self, nonce: int, plaintext: bytes, ad: bytes = b"") -> bytes:
         return plaintext
 
     def decrypt_with_nonce(self, nonce: int, ciphertext: bytes, ad: bytes = b"") -> bytes:
-        return ciphertext
+        return bytes(ciphertext)
 
 
 Record = tuple[int, bytes]  # (type, ciphertext)
@@ -123,6 +123,59 @@ class RecordCodec:
             self._partial_size = 0
             return Message(body)
         return _control(kind, body)
+
+
+class RecordStreamParser:
+    """Cut a byte stream into records (type u8 | length u16 | ciphertext).
+
+    Fed whatever the socket returned; keeps at most one partial record between calls.
+    (asyncio's ``readexactly`` deletes from the front of its buffer on every call, a
+    memmove of everything queued behind; reading big chunks and parsing them here keeps
+    bulk transfers linear.)
+    """
+
+    HEADER = 3
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Record]:
+        """The complete records in what has arrived; ciphertexts are memoryviews into
+        the received bytes where possible (the cipher reads them where they are)."""
+        view = memoryview(data)
+        records: list[Record] = []
+        pos = 0
+        buf = self._buffer
+        if buf:  # finish the record left partial last time, copying only its bytes
+            if len(buf) < self.HEADER:
+                take = min(self.HEADER - len(buf), len(data))
+                buf += view[:take]
+                pos = take
+                if len(buf) < self.HEADER:
+                    return records
+            missing = self.HEADER + ((buf[1] << 8) | buf[2]) - len(buf)
+            take = min(missing, len(data) - pos)
+            buf += view[pos : pos + take]
+            pos += take
+            if take < missing:
+                return records
+            records.append((buf[0], bytes(buf[self.HEADER :])))
+            buf.clear()
+        end = len(data)
+        while end - pos >= self.HEADER:
+            size = (data[pos + 1] << 8) | data[pos + 2]
+            start = pos + self.HEADER
+            if end - start < size:
+                break
+            records.append((data[pos], view[start : start + size]))  # type: ignore[arg-type]
+            pos = start + size
+        if pos < end:
+            buf += view[pos:]
+        return records
 
 
 def _control(kind: int, body: bytes) -> Event:

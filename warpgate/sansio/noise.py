@@ -96,6 +96,11 @@ def _hash(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+# Inputs the AEAD reads as they are on the hot path (a memoryview slice of received bytes
+# is flat and byte-sized by construction).
+_FAST_TYPES = (bytes, memoryview)
+
+
 def _hmac(key: bytes, data: bytes) -> bytes:
     # hmac.digest is the one-shot C path: several times faster than hmac.new().digest(),
     # and a handshake makes a dozen of these per side.
@@ -292,7 +297,7 @@ class CipherState:
     def decrypt(self, ciphertext: bytes, ad: bytes = b"") -> bytes:
         """Decrypt with the implicit counter and advance it, only if authentication succeeds."""
         if (
-            type(ciphertext) is not bytes
+            type(ciphertext) not in _FAST_TYPES
             or type(ad) is not bytes
             or self._nonce >= MAX_NONCE
             or not TAG_SIZE <= len(ciphertext) <= MAX_MESSAGE
