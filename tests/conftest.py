@@ -1,10 +1,19 @@
-"""Shared fixtures: every test gets its own warpgate home (keystore) and a clean
-plugin environment."""
+"""Shared fixtures: every test gets its own warpgate home (keystore), a clean plugin
+environment, and a network guard.
+
+The guard makes name resolution refuse anything but IP literals and ``localhost``, and
+refuses addresses outside loopback and the ranges the NAT lab uses inside its own
+namespaces.  Production defaults name public servers (NTP pool, MQTT brokers); a test
+that forgets to override one fails at once instead of reaching the internet.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +27,49 @@ def warpgate_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in (ENV_ALLOW, ENV_DISABLE, *ENV_STACK.values()):
         monkeypatch.delenv(name, raising=False)
     return home
+
+
+# Loopback, the lab's fake internet, and the private ranges that exist only inside the
+# lab's namespaces (this machine's own LAN is never a test target).
+ALLOWED_NETWORKS = [
+    ipaddress.ip_network(n)
+    for n in (
+        "127.0.0.0/8",
+        "::1/128",
+        "0.0.0.0/32",
+        "::/128",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "100.64.0.0/10",
+        "10.0.0.0/8",
+        "192.168.0.0/16",
+        "172.16.0.0/12",
+        "fc00::/7",
+    )
+]
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    if host in (None, "", "localhost", b"localhost"):
+        return _real_getaddrinfo(host, *args, **kwargs)
+    text = host.decode() if isinstance(host, bytes) else str(host)
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        raise socket.gaierror(
+            socket.EAI_NONAME, f"test network guard: refusing to resolve {text!r}"
+        ) from None
+    if not any(ip.version == net.version and ip in net for net in ALLOWED_NETWORKS):
+        raise socket.gaierror(
+            socket.EAI_NONAME, f"test network guard: {text} is outside loopback and the lab"
+        )
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def network_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
 
 
 @pytest.fixture

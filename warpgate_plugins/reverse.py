@@ -19,6 +19,7 @@ from warpgate.errors import WarpgateError
 from warpgate.interfaces import Candidate, Transport
 from warpgate.plugin import hookimpl
 from warpgate.plugin.types import TraversalMethodInfo
+from warpgate.sansio.address import HintKind
 from warpgate.sansio.link_handshake import LinkAuthError
 from warpgate.sansio.signal_messages import (
     ReverseConnect,
@@ -64,10 +65,11 @@ class ReverseMethod:
         inbound = self.node.expect_inbound(token)
         request = ReverseConnect(token, _decode_own(self.node)).encode()
         errors = []
+        hints = [h.value for h in peer.hints if h.kind == HintKind.SIGNAL]
         try:
             for transport in self.node.signal_transports.values():
                 try:
-                    await transport.send(peer.public_key, request)
+                    await transport.send(peer.public_key, request, hints=hints)
                     break
                 except (ConnectionError, WarpgateError, OSError) as exc:
                     errors.append(f"{transport.name}: {exc}")

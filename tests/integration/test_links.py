@@ -230,7 +230,7 @@ async def test_losing_attempts_are_cancelled_and_closed(pair: tuple[Node, Node])
 
 
 async def test_reverse_connect_through_in_process_signalling() -> None:
-    sig = {"sig_pipe_no": 1}
+    sig = {"sig_pipe_no": 1, "plugins": {"signal": ["memory"]}}
     async with (
         Node(ip="127.0.0.1", port=0, conf=conf("caller", **sig)) as caller,
         Node(ip="127.0.0.1", port=0, conf=conf("callee", **sig)) as callee,

@@ -178,7 +178,7 @@ async def test_full_conf_starts_offline_and_says_what_is_unavailable(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # NODE_CONF with no reachable NTP server: start() completes, logging what is missing.
-    conf = dict_child({"ntp_servers": [], "ntp_timeout": 0.2}, NODE_CONF)
+    conf = dict_child({"ntp_servers": [], "ntp_timeout": 0.2, "mqtt_brokers": []}, NODE_CONF)
     async with Node(ip="127.0.0.1", port=0, conf=conf) as node:
         await node.start()
     for phrase in (

@@ -19,7 +19,10 @@ TIMEOUT = 20.0
 
 def conf(name: str, **extra: Any) -> dict[str, Any]:
     # Signalling on (the in-process transport), everything else as in tests.
-    return dict_child({"identity_name": name, "sig_pipe_no": 1, **extra}, NODE_TEST_CONF)
+    return dict_child(
+        {"identity_name": name, "sig_pipe_no": 1, "plugins": {"signal": ["memory"]}, **extra},
+        NODE_TEST_CONF,
+    )
 
 
 async def serve_one(

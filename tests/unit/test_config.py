@@ -95,3 +95,13 @@ def test_interface_discovery_is_cached_briefly(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(interfaces, "DISCOVERY_TTL", 0.0)
     interfaces.discover_interfaces()
     assert len(calls) == 2, "an expired answer is read again"
+
+
+def test_the_test_network_guard_refuses_public_servers() -> None:
+    import socket
+
+    with pytest.raises(socket.gaierror, match="network guard"):
+        socket.getaddrinfo("pool.ntp.org", 123)
+    with pytest.raises(socket.gaierror, match="network guard"):
+        socket.getaddrinfo("8.8.8.8", 53)
+    assert socket.getaddrinfo("127.0.0.1", 80)

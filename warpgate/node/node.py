@@ -14,14 +14,14 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from warpgate.config import check_core_conf, check_port, dict_child, warn_unknown_keys
-from warpgate.errors import AddressError, PhaseError, UnavailableError, WarpgateError
+from warpgate.errors import AddressError, PhaseError, UnavailableError
 from warpgate.link.link import Link
 from warpgate.link.udp import UdpLinks
 from warpgate.net.interfaces import Interface, IPv4, IPv6
 from warpgate.node.node_defs import NODE_CONF
 from warpgate.plugin.manager import WarpgatePluginManager, make_plugin_manager
 from warpgate.plugin.spec import CONCURRENT_PHASES, PHASES, REQUIRED_PHASES
-from warpgate.sansio.link_handshake import LinkIdentity, LinkProtocolError
+from warpgate.sansio.link_handshake import LinkIdentity
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
