@@ -110,10 +110,12 @@ class Link:
                 f"message of {len(data)} bytes is larger than this link's maximum of "
                 f"{self.max_message} (conf key max_message_size); use link.stream() for bulk data"
             )
-        records = self._codec.seal_message(bytes(data))
         self.messages_sent += 1
         self.bytes_sent += len(data)
-        await self._transmit(records)
+        await self._send_message(data)
+
+    async def _send_message(self, data: bytes) -> None:
+        await self._transmit(self._codec.seal_message(bytes(data)))
 
     async def recv(self, timeout: float | None = None) -> bytes:
         """The next message.
@@ -231,7 +233,9 @@ class Link:
             if self._on_message is not None:
                 consumed = await self._on_message(event.data, self)
             if not consumed:
-                if self._drop_when_full and self._queue.full():
+                if not self._queue.full():
+                    self._queue.put_nowait(event.data)  # the common case: no await
+                elif self._drop_when_full:
                     self.messages_dropped += 1
                 else:
                     await self._queue.put(event.data)

@@ -215,7 +215,10 @@ class LinkConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             raise LinkClosed("connection closed")
-        transport.writelines(parts)
+        if len(parts) == 1:
+            transport.write(parts[0])
+        else:
+            transport.writelines(parts)
         if not self._writable.is_set():
             await self._writable.wait()
             if transport.is_closing():
@@ -261,6 +264,11 @@ class TcpLink(Link):
         finally:
             self._mark_closed(reason)
             self._close_transport()
+
+    async def _send_message(self, data: bytes) -> None:
+        if self.closed:
+            raise LinkClosed(f"link closed {self._close_reason}".strip())
+        await self._conn.write([self._codec.seal_message_wire(data)])  # type: ignore[list-item]
 
     async def _transmit(self, records: list[tuple[int, bytes]]) -> None:  # type: ignore[override]
         if self.closed:

@@ -22,6 +22,7 @@ CLOSE = 0x02
 PING = 0x03
 PONG = 0x04
 MAX_CHUNK = MAX_MESSAGE - TAG_SIZE
+RECORD_HEADER = 3  # on streams: type u8 | ciphertext length u16
 _KIND_AD = [bytes([k]) for k in range(256)]
 
 
@@ -59,6 +60,9 @@ class _Plain:
 
     def encrypt_with_nonce(self, nonce: int, plaintext: bytes, ad: bytes = b"") -> bytes:
         return plaintext
+
+    def encrypt_into(self, plaintext: bytes, ad: bytes, out: memoryview) -> None:
+        out[: len(plaintext)] = plaintext
 
     def decrypt_with_nonce(self, nonce: int, ciphertext: bytes, ad: bytes = b"") -> bytes:
         return bytes(ciphertext)
@@ -100,6 +104,30 @@ class RecordCodec:
     def seal_control(self, kind: int, body: bytes = b"") -> Record:
         return (kind, self._send.encrypt(body, _KIND_AD[kind]))
 
+    def seal_message_wire(self, data: bytes) -> bytearray:
+        """``data`` as it goes on a stream: every record's header and ciphertext, built
+        in one buffer so the transport gets a single write and nothing is joined."""
+        if len(data) > self.max_message:
+            raise ValueError(f"message of {len(data)} bytes exceeds {self.max_message}")
+        overhead = TAG_SIZE if not isinstance(self._send, _Plain) else 0
+        chunks = max(1, -(-len(data) // MAX_CHUNK))
+        wire = bytearray(len(data) + chunks * (RECORD_HEADER + overhead))
+        out = memoryview(wire)
+        view = memoryview(data)
+        pos = 0
+        for start in range(0, max(len(data), 1), MAX_CHUNK):
+            chunk = view[start : start + MAX_CHUNK]
+            kind = END if start + MAX_CHUNK >= len(data) else MORE
+            size = len(chunk) + overhead
+            out[pos] = kind
+            out[pos + 1] = size >> 8
+            out[pos + 2] = size & 0xFF
+            self._send.encrypt_into(
+                chunk, _KIND_AD[kind], out[pos + RECORD_HEADER : pos + RECORD_HEADER + size]
+            )
+            pos += RECORD_HEADER + size
+        return wire
+
     def open(self, record: Record) -> Event | None:
         """Decrypt one record; returns an event, or ``None`` for a partial message."""
         kind, ciphertext = record
@@ -134,7 +162,7 @@ class RecordStreamParser:
     bulk transfers linear.)
     """
 
-    HEADER = 3
+    HEADER = RECORD_HEADER
 
     def __init__(self) -> None:
         self._buffer = bytearray()

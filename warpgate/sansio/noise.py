@@ -294,6 +294,18 @@ class CipherState:
         self._nonce += 1
         return ciphertext
 
+    def encrypt_into(self, plaintext: bytes, ad: bytes, out: memoryview) -> None:
+        """Like :meth:`encrypt`, writing the ciphertext (``len(plaintext) + TAG_SIZE``
+        bytes) into ``out``: a sender can build a whole wire message in one buffer."""
+        if len(plaintext) > MAX_MESSAGE - TAG_SIZE:
+            raise NoiseError(
+                f"plaintext of {len(plaintext)} bytes exceeds {MAX_MESSAGE - TAG_SIZE} bytes"
+            )
+        if self._nonce >= MAX_NONCE:
+            raise NoiseError("nonce space exhausted: rekey or start a new session")
+        self._aead.encrypt_into(self._nonce_bytes(self._nonce), plaintext, ad, out)
+        self._nonce += 1
+
     def decrypt(self, ciphertext: bytes, ad: bytes = b"") -> bytes:
         """Decrypt with the implicit counter and advance it, only if authentication succeeds."""
         if (
