@@ -3,19 +3,47 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from warpgate.plugin import hookimpl
+from warpgate.portmap import port_mappings
 from warpgate.sansio.address import MAX_INTERFACES, InterfaceAddress, NodeAddress
 
 if TYPE_CHECKING:
     from warpgate.node.node import Node
+    from warpgate.stun.nat import NatReport
 
 log = logging.getLogger(__name__)
 
 
+def _nat_fields(node: Node, ip: object) -> dict[str, Any]:
+    """What STUN learnt about the NAT in front of ``ip`` (see warpgate_plugins.stun)."""
+    report: NatReport | None = node.nat_reports.get(str(ip))
+    if report is None:
+        return {}
+    fields: dict[str, Any] = {
+        "nat_type": report.nat_type,
+        "port_allocation": report.port_allocation,
+        "port_delta": report.port_delta,
+    }
+    if report.ext_ip is not None and ":" not in report.ext_ip:
+        fields["ext_ip"] = report.ext_ip
+        fields["ext_port"] = report.ext_port
+    return fields
+
+
+def _mapped_fields(node: Node, ip: object) -> dict[str, Any]:
+    """A port mapping on the router (UPnP / NAT-PMP / PCP) for ``ip``: the external
+    address peers can dial, which beats what STUN saw."""
+    for mapping in port_mappings(node):
+        if mapping.internal_ip == str(ip) and mapping.protocol == "udp":
+            return {"ext_ip": mapping.external_ip, "ext_port": mapping.external_port}
+    return {}
+
+
 def interface_addresses(node: Node) -> list[InterfaceAddress]:
-    """One entry per bound non-loopback address (loopback only when that is all)."""
+    """One entry per bound non-loopback address (loopback only when that is all), with
+    the NAT facts STUN measured for it."""
     bound = {listener.ip for listener in node.listeners}
     entries: list[InterfaceAddress] = []
     for iface in node.ifs:
@@ -28,11 +56,17 @@ def interface_addresses(node: Node) -> list[InterfaceAddress]:
                     port=node.listen_port,
                     prefix_len=net.network.prefixlen,
                     if_index=min(iface.index, 255),
+                    **{**_nat_fields(node, net.ip), **_mapped_fields(node, net.ip)},
                 )
             )
     if not entries:  # a loopback-only node still needs a reachable address
         entries = [
-            InterfaceAddress(nic_ip=lst.ip, port=lst.port, prefix_len=lst.ip.max_prefixlen)
+            InterfaceAddress(
+                nic_ip=lst.ip,
+                port=lst.port,
+                prefix_len=lst.ip.max_prefixlen,
+                **_nat_fields(node, lst.ip),
+            )
             for lst in node.listeners
         ]
     if len(entries) > MAX_INTERFACES:
@@ -47,6 +81,13 @@ def interface_addresses(node: Node) -> list[InterfaceAddress]:
 
 @hookimpl(trylast=True)
 async def warpgate_build_node_address(node: Node) -> str:
+    # STUN tests need the listening sockets, so they run here (phase 4b prepared them).
+    discovery = node.stun_clients.get("nat")
+    if discovery is not None and hasattr(discovery, "measure"):
+        try:
+            await discovery.measure(node)
+        except Exception:  # never fail the address over a measurement
+            log.exception("NAT classification failed; the NAT type stays unknown")
     addr = NodeAddress(
         public_key=node.public_key,
         machine_id=node.machine_id,

@@ -21,6 +21,7 @@ from warpgate.net.interfaces import Interface, IPv4, IPv6
 from warpgate.node.node_defs import NODE_CONF
 from warpgate.plugin.manager import WarpgatePluginManager, make_plugin_manager
 from warpgate.plugin.spec import CONCURRENT_PHASES, PHASES, REQUIRED_PHASES
+from warpgate.sansio import stun
 from warpgate.sansio.link_handshake import LinkIdentity
 
 if TYPE_CHECKING:
@@ -28,7 +29,10 @@ if TYPE_CHECKING:
 
     from warpgate.clock import Clock
     from warpgate.net.servers import Listener, ServerPipe
+    from warpgate.portmap import PortMapping
     from warpgate.sansio.address import Hint
+    from warpgate.stun.client import BindingTransaction
+    from warpgate.stun.nat import NatReport
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +113,11 @@ class Node:
         self.node_id: str = ""
         self.clock: Clock | None = None
         self.stun_clients: dict[Any, Any] = {}
+        # STUN Binding transactions sent from a listening socket, by transaction id
+        # (see warpgate.stun.node_binding), and the NAT reports by listener IP.
+        self.stun_transactions: dict[bytes, BindingTransaction] = {}
+        self.nat_reports: dict[str, NatReport] = {}
+        self.port_mappings: list[PortMapping] = []  # filled by phases 9/12 (port mapping)
         self.signal_transports: dict[str, Any] = {}
         self.name_services: dict[str, Any] = {}
         self.traversal_methods: dict[str, Any] = {}
@@ -424,7 +433,12 @@ class Node:
         return self._udp
 
     async def handle_datagram(self, data: bytes, addr: tuple[str, int], pipe: ServerPipe) -> None:
-        """A datagram on a listening UDP socket: to the UDP links, else dropped."""
+        """A datagram on a listening UDP socket: to a pending STUN transaction, else to
+        the UDP links, else dropped."""
+        if self.stun_transactions and stun.is_stun(data):
+            txn = self.stun_transactions.get(data[8:20])
+            if txn is not None and txn.feed(data, addr):
+                return
         if await self.udp.datagram_received(data, addr, pipe.listener):
             return
         self.dropped_datagrams += 1

@@ -199,6 +199,9 @@ async def warpgate_listen_on_ifs(node: Node) -> Any | None:
 async def warpgate_build_node_address(node: Node) -> Any | None:
     """Phase 8: serialise identity and interfaces into ``node.addr_bytes``.
 
+    Runs again at the end of phase 12 when a port mapping was made, so the address
+    carries the mapped external port: implementations must be safe to call twice.
+
     :param node: the node being started.
     :returns: non-``None`` to end the phase.
 
