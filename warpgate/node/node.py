@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 INBOUND_BACKLOG = 128  # inbound links waiting for accept(); more are refused
 
-MsgCallback = Callable[[bytes, tuple[str, int], "ServerPipe"], Awaitable[None] | None]
+MsgCallback = Callable[[bytes, tuple[str, int], "Link"], Awaitable[None] | None]
 
 
 def _phase_labels() -> dict[str, str]:
@@ -298,7 +298,9 @@ class Node:
         return [af for af in (IPv4, IPv6) if af in families]
 
     def add_msg_cb(self, cb: MsgCallback) -> None:
-        """Call ``cb(msg, client_tup, pipe)`` for every message on every server socket.
+        """Call ``cb(msg, client_tup, pipe)`` for every message that arrives on an
+        inbound link (from any server socket) not yet taken with :meth:`accept`;
+        ``pipe`` is that link.
 
         ``cb`` may be a plain or an async function.  Adding the same callback twice
         has no effect.
