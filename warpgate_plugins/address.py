@@ -1,4 +1,12 @@
-"""Phase 8, ``build_node_address``: identity + interfaces -> ``node.addr_bytes``."""
+"""Phase 8, ``build_node_address``: identity + interfaces -> ``node.addr_bytes``.
+
+What STUN learns about the NAT (``node.nat_reports``) and the router's port mappings
+(``node.port_mappings``) go into the address too, but both are measured in the
+background while start-up goes on (see :mod:`warpgate_plugins.stun` and
+:mod:`warpgate_plugins.upnp`); phase 12 waits for them and calls
+:func:`refresh_address` once, which runs this phase's hook again only if they changed
+what goes into the address.
+"""
 
 from __future__ import annotations
 
@@ -79,20 +87,33 @@ def interface_addresses(node: Node) -> list[InterfaceAddress]:
     return entries
 
 
-@hookimpl(trylast=True)
-async def warpgate_build_node_address(node: Node) -> str:
-    # STUN tests need the listening sockets, so they run here (phase 4b prepared them).
-    discovery = node.stun_clients.get("nat")
-    if discovery is not None and hasattr(discovery, "measure"):
-        try:
-            await discovery.measure(node)
-        except Exception:  # never fail the address over a measurement
-            log.exception("NAT classification failed; the NAT type stays unknown")
-    addr = NodeAddress(
+def encode_address(node: Node) -> bytes:
+    """The built-in encoding of the node's address as it stands now."""
+    return NodeAddress(
         public_key=node.public_key,
         machine_id=node.machine_id,
         interfaces=tuple(interface_addresses(node)),
         hints=tuple(node.address_hints),
+    ).encode()
+
+
+async def refresh_address(node: Node) -> bool:
+    """Run the ``warpgate_build_node_address`` hook again if STUN reports or port
+    mappings that arrived after phase 8 change what goes into the address.
+
+    Called once at the end of phase 12; returns whether the hook ran.
+    """
+    if not node.nat_reports and not port_mappings(node):
+        return False
+    if node.addr_bytes and encode_address(node) == node.addr_bytes:
+        return False
+    await node.plugins.acall(
+        "warpgate_build_node_address", timeout=node.conf["plugin_timeout"], node=node
     )
-    node.addr_bytes = addr.encode()
+    return True
+
+
+@hookimpl(trylast=True)
+async def warpgate_build_node_address(node: Node) -> str:
+    node.addr_bytes = encode_address(node)
     return f"{len(node.addr_bytes)} bytes"

@@ -1,8 +1,20 @@
-"""Phases 4a and 5: the node's clock (NTP via ``ntplib``) and punch coordination."""
+"""Phases 4a and 5: the node's clock (NTP via ``ntplib``) and punch coordination.
+
+Syncing takes several round trips to each server, so it runs in the background from
+phase 4a, overlapping the rest of start-up (STUN tests and port mapping run in the
+background too), and phase 12 waits for it.  Until then ``node.clock`` is the system
+clock; when the sync ends, ``node.clock`` is replaced, the skew is logged, and the
+results of phases 4a and 5 say what was found.  Nothing uses the clock before
+``start()`` returns.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
+import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -30,15 +42,24 @@ def warpgate_conf_defaults() -> Mapping[str, Any]:
     }
 
 
+_jobs: weakref.WeakKeyDictionary[Node, asyncio.Task[None]] = weakref.WeakKeyDictionary()
+
+
 @hookimpl(trylast=True)
 async def warpgate_initialize_system_clock(node: Node) -> str:
     if node.clock is not None:
         return "given"
+    node.clock = SystemClock()
     if not node.conf["init_clock_skew"]:
-        node.clock = SystemClock()
         return "skipped"
+    _jobs[node] = node.spawn(_sync(node), name="ntp sync")
+    return "syncing"
+
+
+async def _sync(node: Node) -> None:
     conf = node.conf
-    node.clock = await sync_ntp_clock(
+    begin = time.perf_counter()
+    clock = await sync_ntp_clock(
         conf["ntp_servers"],
         timeout=float(conf["ntp_timeout"]),
         samples_per_server=int(conf["ntp_samples"]),
@@ -46,12 +67,16 @@ async def warpgate_initialize_system_clock(node: Node) -> str:
         max_offset=float(conf["ntp_max_offset"]),
         agreement=float(conf["ntp_agreement"]),
     )
-    source = getattr(node.clock, "source", "ok")
-    return "unavailable" if "unavailable" in source else source
+    node.clock = clock
+    node.phase_times["ntp (background)"] = time.perf_counter() - begin
+    source = getattr(clock, "source", "ok")
+    node.phase_results["initialize_system_clock"] = (
+        "unavailable" if "unavailable" in source else source
+    )
+    node.phase_results["initialize_punch_coordination"] = _log_skew(node)
 
 
-@hookimpl(trylast=True)
-async def warpgate_initialize_punch_coordination(node: Node) -> str:
+def _log_skew(node: Node) -> str:
     clock = node.clock
     if clock is None:
         return "no clock"
@@ -62,3 +87,31 @@ async def warpgate_initialize_punch_coordination(node: Node) -> str:
         getattr(clock, "source", type(clock).__name__),
     )
     return f"{clock.offset * 1000:+.1f} ms"
+
+
+@hookimpl(trylast=True)
+async def warpgate_initialize_punch_coordination(node: Node) -> str:
+    job = _jobs.get(node)
+    if job is not None and not job.done():
+        return "after ntp sync"  # the sync logs the skew and replaces this result
+    return _log_skew(node)
+
+
+@hookimpl(tryfirst=True)
+async def warpgate_finalize_port_forwarding(node: Node) -> None:
+    """Phase 12 is where start-up waits for its background work: the NTP sync too."""
+    job = _jobs.pop(node, None)
+    if job is None or job.done():
+        return None
+    # sync_ntp_clock bounds itself (no query starts after 1.5 x ntp_timeout); the
+    # margin only guards against a stuck resolver thread.
+    bound = 2.0 * float(node.conf["ntp_timeout"]) + 2.0
+    try:
+        await asyncio.wait_for(asyncio.shield(job), bound)
+    except TimeoutError:
+        job.cancel()
+        with contextlib.suppress(BaseException):
+            await job
+        log.warning("NTP sync unavailable (no result within %.1f s); using the system clock", bound)
+        node.phase_results["initialize_system_clock"] = "unavailable"
+    return None

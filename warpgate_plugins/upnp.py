@@ -6,6 +6,11 @@ winner's mappings land in ``node.port_mappings`` (a list of
 :class:`~warpgate.portmap.PortMapping`), are refreshed before their lease ends and are
 removed when the node closes.  No gateway, a refusal or a gateway that lies: one log
 line, the phase result ``"unavailable"``, and start() goes on.
+
+Phase 12 ends by encoding the address again -- once, and only if the mapping or the NAT
+tests STUN ran in the background meanwhile (:mod:`warpgate_plugins.stun`, whose phase-12
+implementation runs first) changed what goes into it.  The job's own duration is
+``node.phase_times["port mapping (background)"]``.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from warpgate.plugin import hookimpl
 from warpgate.portmap import PortMapError, PortMapper, map_ports
+from warpgate_plugins.address import refresh_address
 
 if TYPE_CHECKING:
     from warpgate.node.node import Node
@@ -34,6 +41,9 @@ _BEHIND_ANOTHER_NAT = [
 ]
 
 _jobs: weakref.WeakKeyDictionary[Node, asyncio.Task[str]] = weakref.WeakKeyDictionary()
+
+#: ``node.phase_times`` key of the background port mapping (seconds, like the phases).
+BACKGROUND_TIME = "port mapping (background)"
 
 
 @hookimpl
@@ -59,6 +69,14 @@ def _gateway(node: Node) -> tuple[str | None, int]:
         if iface.gateway4 is not None:
             return str(iface.gateway4), 5351
     return None, 5351
+
+
+async def _timed_map(node: Node) -> str:
+    begin = time.perf_counter()
+    try:
+        return await _map(node)
+    finally:
+        node.phase_times[BACKGROUND_TIME] = time.perf_counter() - begin
 
 
 async def _map(node: Node) -> str:
@@ -118,12 +136,20 @@ async def warpgate_start_background_port_forwarding(node: Node) -> str:
     node.port_mappings = []
     if not node.conf["enable_upnp"]:
         return "disabled"
-    _jobs[node] = node.spawn(_map(node), name="portmap")
+    _jobs[node] = node.spawn(_timed_map(node), name="portmap")
     return "started"
 
 
 @hookimpl(trylast=True)
 async def warpgate_finalize_port_forwarding(node: Node) -> str:
+    result = await _finish_mapping(node)
+    # Phase 8 ran before the mapping (and STUN's background NAT tests) finished: encode
+    # the address again, once, if they changed what goes into it.
+    await refresh_address(node)
+    return result
+
+
+async def _finish_mapping(node: Node) -> str:
     if not node.conf["enable_upnp"]:
         return "disabled"
     job = _jobs.pop(node, None)
@@ -132,14 +158,7 @@ async def warpgate_finalize_port_forwarding(node: Node) -> str:
     # map_ports bounds itself by portmap_timeout; a little slack for the UPnP thread.
     bound = float(node.conf["portmap_timeout"]) + 2.0
     try:
-        result = await asyncio.wait_for(asyncio.shield(job), bound)
-        if node.port_mappings:
-            # Phase 8 ran before the mapping existed: encode the address again so it
-            # carries the mapped external port.
-            await node.plugins.acall(
-                "warpgate_build_node_address", timeout=node.conf["plugin_timeout"], node=node
-            )
-        return result
+        return await asyncio.wait_for(asyncio.shield(job), bound)
     except TimeoutError:
         job.cancel()
         with contextlib.suppress(BaseException):

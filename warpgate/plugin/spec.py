@@ -101,6 +101,7 @@ async def warpgate_load_cryptography_and_auth(node: Node) -> Any | None:
 async def warpgate_initialize_system_clock(node: Node) -> Any | None:
     """Phase 4a (concurrent with 4b, 4c): set ``node.clock`` (skipped when
     ``init_clock_skew`` is false or a clock was passed to ``start(sys_clock=...)``).
+    The built-in starts the NTP sync in the background; phase 12 waits for it.
 
     :param node: the node being started.
     :returns: non-``None`` to end the phase.
@@ -199,8 +200,9 @@ async def warpgate_listen_on_ifs(node: Node) -> Any | None:
 async def warpgate_build_node_address(node: Node) -> Any | None:
     """Phase 8: serialise identity and interfaces into ``node.addr_bytes``.
 
-    Runs again at the end of phase 12 when a port mapping was made, so the address
-    carries the mapped external port: implementations must be safe to call twice.
+    Runs again at the end of phase 12 when the background work (STUN tests, port
+    mapping) changed what goes into the address: implementations must be safe to call
+    twice.
 
     :param node: the node being started.
     :returns: non-``None`` to end the phase.
