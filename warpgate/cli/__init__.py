@@ -25,11 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from warpgate.cli import nat, node, plugins
+    from warpgate.cli import nat, node, plugins, serve
 
     plugins.add_parser(commands)
     node.add_parser(commands)
     nat.add_parser(commands)
+    serve.add_parser(commands)
     try:
         from warpgate.lab import cli as lab_cli
     except ImportError as exc:  # the lab is Linux-only; the rest of the CLI is not

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import platform
@@ -30,8 +31,10 @@ def field_wrap(value: int, bounds: tuple[int, int] | list[int]) -> int:
     return low + value % (high - low)
 
 
+@functools.cache
 def _platform_id() -> bytes:
-    """The OS's own per-installation id where there is one."""
+    """The OS's own per-installation id where there is one (read once per process: it
+    does not change while the OS runs)."""
     if sys.platform.startswith("linux"):
         for candidate in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
             try:

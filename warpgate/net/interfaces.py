@@ -70,9 +70,21 @@ DISCOVERY_TTL = 2.0
 _discovered: dict[tuple[object, ...], tuple[float, list[Interface]]] = {}
 
 
+_SO_NETNS_COOKIE = 71  # Linux >= 5.14; not exported by the socket module
+
+
 def _netns_key() -> object:
-    """The current thread's network namespace (Linux), so cached answers never cross
-    namespaces (the lab runs nodes in several, from one process)."""
+    """The current thread's network namespace, so cached answers never cross
+    namespaces (the lab runs nodes in several, from one process).
+
+    Linux gives each namespace a cookie that is never reused; the namespace's inode
+    number is the fallback, but inodes are recycled when namespaces come and go.
+    """
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            return probe.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8)
+    except OSError:
+        pass
     try:
         return os.stat(f"/proc/self/task/{threading.get_native_id()}/ns/net").st_ino
     except OSError:

@@ -17,6 +17,7 @@ import functools
 import inspect
 import logging
 import os
+import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -126,6 +127,7 @@ class WarpgatePluginManager(pluggy.PluginManager):
         self.records: dict[str, PluginRecord] = {}
         self._providers: dict[Role, dict[str, ProviderInfo]] | None = None
         self.frozen = False  # set on managers shared between nodes
+        self._conf_defaults: dict[str, Any] | None = None
 
     # -- registration --------------------------------------------------------------
 
@@ -149,6 +151,7 @@ class WarpgatePluginManager(pluggy.PluginManager):
             self.unregister(plugin)
             raise
         self._providers = None
+        self._conf_defaults = None
         return registered
 
     def _validate(self, plugin: object, plugin_name: str) -> None:
@@ -398,13 +401,16 @@ class WarpgatePluginManager(pluggy.PluginManager):
                     self.record_of(impl.plugin_name).describe(),
                 )
 
-    def conf_defaults(self) -> dict[str, Any]:
-        """Every conf key plugins declare, with its default."""
-        merged: dict[str, Any] = {}
-        for part in self.hook.warpgate_conf_defaults():
-            if isinstance(part, Mapping):
-                merged.update(part)
-        return merged
+    def conf_defaults(self) -> Mapping[str, Any]:
+        """Every conf key plugins declare, with its default (computed once per manager,
+        read-only: ``dict_child`` it to change)."""
+        if self._conf_defaults is None:
+            merged: dict[str, Any] = {}
+            for part in self.hook.warpgate_conf_defaults():
+                if isinstance(part, Mapping):
+                    merged.update(part)
+            self._conf_defaults = merged
+        return types.MappingProxyType(self._conf_defaults)
 
 
 _shared_managers: dict[tuple[object, ...], WarpgatePluginManager] = {}
