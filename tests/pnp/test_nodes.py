@@ -1,0 +1,102 @@
+"""End to end: nodes register nicknames on a local PNP server and connect by name."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
+from warpgate.errors import UnavailableError
+from warpgate.pnp.client import NameTakenError
+from warpgate.pnp.server import PnpServer
+from warpgate_plugins.pnp import PnpNames, tld_for
+
+
+def conf(name: str, port: int | None, **extra: Any) -> dict[str, Any]:
+    servers = [f"127.0.0.1:{port}"] if port else []
+    return dict_child(
+        {
+            "identity_name": name,
+            "enable_nickname": True,
+            "pnp_servers": servers,
+            "pnp_timeout": 2.0,
+            **extra,
+        },
+        NODE_TEST_CONF,
+    )
+
+
+async def test_connect_by_nickname(server: PnpServer) -> None:
+    async with (
+        Node(ip="127.0.0.1", port=0, conf=conf("alice", server.port)) as a,
+        Node(ip="127.0.0.1", port=0, conf=conf("bob", server.port)) as b,
+    ):
+        await a.start()
+        await b.start()
+        assert a.phase_results["setup_nickname_service"] == "alice.p2p"
+        assert b.phase_results["setup_nickname_service"] == "bob.p2p"
+        link, method = await auto_connect(b, "alice.p2p", timeout=10)
+        try:
+            assert link.remote_key == a.public_key
+            assert method
+        finally:
+            await link.close()
+        # a bare name resolves too
+        assert await b.name_services["pnp"].resolve("alice") == a.address()
+        # bob's key cannot take alice's name
+        with pytest.raises(NameTakenError, match="another key"):
+            await b.nickname("alice")
+        assert await b.name_services["pnp"].resolve("Alice.P2P") == a.address()
+        # a name of another server set is not ours
+        with pytest.raises(LookupError):
+            await b.name_services["pnp"].resolve("alice.peer")
+
+
+async def test_taken_name_during_start_does_not_fail_start(
+    server: PnpServer, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with Node(ip="127.0.0.1", port=0, conf=conf("alice", server.port)) as a:
+        await a.start()
+        # another keystore, so another key under the same identity name
+        clash = conf("alice", server.port, install_path=str(tmp_path / "elsewhere"))
+        async with Node(ip="127.0.0.1", port=0, conf=clash) as c:
+            await c.start()
+            assert c.public_key != a.public_key
+            assert c.phase_results["setup_nickname_service"] == ""
+            assert "not registered" in caplog.text
+            with pytest.raises(NameTakenError):
+                await c.nickname("alice")
+            assert await c.nickname("carol") == "carol.p2p"
+
+
+async def test_no_servers_means_unavailable(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    async with Node(ip="127.0.0.1", port=0, conf=conf("dave", None)) as d:
+        await d.start()
+        assert d.phase_results["setup_nickname_service"] == ""
+        assert "pnp_servers" in caplog.text
+        with pytest.raises(UnavailableError, match="pnp_servers"):
+            await d.nickname("dave")
+
+
+async def test_unreachable_server_does_not_block_start(caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    caplog.set_level(logging.WARNING)
+    async with Node(ip="127.0.0.1", port=0, conf=conf("erin", port, pnp_timeout=0.5)) as e:
+        await e.start()
+        assert e.phase_results["setup_nickname_service"] == ""
+        assert "not registered" in caplog.text
+
+
+def test_tld_mapping() -> None:
+    assert tld_for([("a", 1)]) == "p2p"
+    assert tld_for([("a", 1), ("b", 2)]) == "peer"
+    assert PnpNames.name == "pnp"
