@@ -498,7 +498,7 @@ async def stun_binding(
         )
     if transport != "udp":
         raise ValueError(f"transport must be 'udp' or 'tcp', not {transport!r}")
-    winner, outcomes = await _udp_bindings(
+    return await race_bindings(
         [server],
         sock=sock,
         local_addr=local_addr,
@@ -506,11 +506,7 @@ async def stun_binding(
         change_ip=change_ip,
         change_port=change_port,
         software=software,
-        first_only=True,
     )
-    if winner is None:
-        raise StunUnavailable(outcomes)
-    return winner
 
 
 async def race_bindings(
