@@ -21,7 +21,6 @@ NAT, never a failed start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import weakref
@@ -121,12 +120,8 @@ async def wait_nat_tests(node: Node) -> str | None:
     task, job.task = job.task, None
     bound = float(node.conf["stun_timeout"]) + _WAIT_SLACK
     try:
-        await asyncio.wait_for(asyncio.shield(task), bound)
+        await node.wait_for_job(task, timeout=bound, what="NAT classification")
     except TimeoutError:
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        log.warning("NAT classification unavailable (no result within %.1f s)", bound)
         return "unavailable"
     return "done"
 

@@ -16,7 +16,6 @@ implementation runs first) changed what goes into it.  The job's own duration is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import time
@@ -158,10 +157,6 @@ async def _finish_mapping(node: Node) -> str:
     # map_ports bounds itself by portmap_timeout; a little slack for the UPnP thread.
     bound = float(node.conf["portmap_timeout"]) + 2.0
     try:
-        return await asyncio.wait_for(asyncio.shield(job), bound)
+        return await node.wait_for_job(job, timeout=bound, what="port mapping")
     except TimeoutError:
-        job.cancel()
-        with contextlib.suppress(BaseException):
-            await job
-        log.warning("port mapping unavailable (no answer within %.1f s)", bound)
         return "unavailable"

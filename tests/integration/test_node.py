@@ -270,3 +270,22 @@ async def test_corrupted_keystore_stops_start_and_is_kept(warpgate_home: Any) ->
     with pytest.raises(Exception, match="corrupted"):
         await Node(ip="127.0.0.1", port=0, conf=NODE_TEST_CONF).start()
     assert key_file.read_text() == "not a key"
+
+
+async def test_wait_for_job_returns_or_cancels_and_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with Node(ip="127.0.0.1", port=0, conf=NODE_TEST_CONF) as node:
+        await node.start()
+
+        async def quick() -> str:
+            return "mapped"
+
+        assert await node.wait_for_job(node.spawn(quick(), name="quick"), timeout=1, what="x") == (
+            "mapped"
+        )
+        slow = node.spawn(asyncio.sleep(10), name="slow")
+        with pytest.raises(TimeoutError):
+            await node.wait_for_job(slow, timeout=0.05, what="port mapping")
+        assert slow.cancelled()
+        assert "port mapping unavailable (no result within 0.1 s)" in caplog.text

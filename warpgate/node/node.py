@@ -11,7 +11,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from warpgate.config import check_core_conf, check_port, dict_child, warn_unknown_keys
 from warpgate.errors import AddressError, PhaseError, UnavailableError
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 INBOUND_BACKLOG = 128  # inbound links waiting for accept(); more are refused
 
 MsgCallback = Callable[[bytes, tuple[str, int], "Link"], Awaitable[None] | None]
@@ -279,6 +280,22 @@ class Node:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def wait_for_job(self, task: asyncio.Task[T], *, timeout: float, what: str) -> T:
+        """Wait at most ``timeout`` seconds for a background job started with
+        :meth:`spawn` (phase 12 waits for start-up's network work this way).
+
+        :raises TimeoutError: the job did not finish in time; it has been cancelled and
+            a warning naming ``what`` logged, so the caller only records the outcome.
+        """
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            log.warning("%s unavailable (no result within %.1f s)", what, timeout)
+            raise
 
     def add_cleanup(self, callback: Callable[[], Awaitable[object]]) -> None:
         """Call ``callback()`` (async) when the node closes, last added first."""
