@@ -132,7 +132,9 @@ async def test_wrong_key_is_refused_man_in_the_middle(pair: tuple[Node, Node]) -
         )
         with pytest.raises(ConnectError, match="not the expected"):
             await auto_connect(a, forged.encode(), timeout=3)
-        assert not a.links and eve.accept  # nothing was adopted on Alice's side
+        assert not a.links, "nothing was adopted on Alice's side"
+        with pytest.raises(TimeoutError):
+            await eve.accept(timeout=0.3)  # and Eve never got a link either
 
 
 async def test_relaying_mitm_cannot_complete_a_handshake(pair: tuple[Node, Node]) -> None:
