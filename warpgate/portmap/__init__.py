@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from warpgate.portmap.natpmp import NatPmpSession
 from warpgate.portmap.types import PortMapError, PortMapping
@@ -21,6 +22,39 @@ from warpgate.portmap.upnp import UpnpSession
 __all__ = ["METHODS", "PortMapError", "PortMapper", "PortMapping", "map_ports", "port_mappings"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def in_daemon_thread(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    """Run blocking ``fn(*args)`` (miniupnpc) in its own daemon thread.
+
+    Not ``asyncio.to_thread``: miniupnpc has no timeout on its HTTP calls, and a router
+    that stops answering (miniupnpd 2.3.1 does, see docs/portmap.md) would keep an
+    executor thread forever, which ``asyncio.run()`` then waits for at shutdown.  A
+    daemon thread can be abandoned: callers bound the future with ``wait_for``.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as exc:
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed while we were stuck
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="warpgate upnp", daemon=True).start()
+    return future
+
 
 METHODS = ("upnp", "pcp", "natpmp")
 
@@ -58,7 +92,7 @@ class PortMapper:
 
     async def refresh(self) -> list[PortMapping]:
         if isinstance(self.session, UpnpSession):
-            coro = asyncio.to_thread(self.session.refresh)
+            coro = in_daemon_thread(self.session.refresh)
         else:
             coro = self.session.refresh()
         self.mappings = list(await asyncio.wait_for(coro, self.timeout))
@@ -67,7 +101,7 @@ class PortMapper:
     async def unmap(self) -> None:
         await self.settle()
         if isinstance(self.session, UpnpSession):
-            coro = asyncio.to_thread(self.session.unmap)
+            coro = in_daemon_thread(self.session.unmap)
         else:
             coro = self.session.unmap()
         try:
@@ -91,7 +125,7 @@ async def _upnp(
     # The thread cannot be stopped: when this loses or times out, map_ports hands the
     # job to the winner, which waits for it and removes whatever it mapped.
     job = jobs[session] = asyncio.ensure_future(
-        asyncio.to_thread(session.map, internal_port, protocols)
+        in_daemon_thread(session.map, internal_port, protocols)
     )
     await asyncio.wait_for(asyncio.shield(job), timeout)
     return PortMapper("upnp", session, timeout)
