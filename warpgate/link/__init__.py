@@ -1,0 +1,1 @@
+"""Links: authenticated, encrypted connections between two nodes over TCP or UDP."""
