@@ -4,13 +4,14 @@
 #   bash tests/setup-and-run.sh [pytest args...]
 #
 # As root on Debian/Ubuntu it also installs the real servers the lab and the
-# integration tests use (mosquitto, coturn, chrony, miniupnpd, nftables, iptables).
+# integration tests use (mosquitto, coturn, chrony, miniupnpd, nftables, iptables,
+# postgresql: the PNP store tests start a throwaway cluster with its binaries).
 # Elsewhere those tests skip, saying why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-APT_PACKAGES=(iproute2 nftables iptables mosquitto coturn chrony miniupnpd-nftables)
+APT_PACKAGES=(iproute2 nftables iptables mosquitto coturn chrony miniupnpd-nftables postgresql)
 
 if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
   missing=()

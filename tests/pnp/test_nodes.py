@@ -29,6 +29,12 @@ def conf(name: str, port: int | None, **extra: Any) -> dict[str, Any]:
     )
 
 
+@pytest.fixture
+def server(sqlite_server: PnpServer) -> PnpServer:
+    """Node behaviour does not depend on the store: one (SQLite) is enough here."""
+    return sqlite_server
+
+
 async def test_connect_by_nickname(server: PnpServer) -> None:
     async with (
         Node(ip="127.0.0.1", port=0, conf=conf("alice", server.port)) as a,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.pnp.conftest import exchange
+from tests.pnp.conftest import Stores, exchange
 from warpgate.pnp.client import NameTakenError, PnpClient, PnpRequestError, PnpUnreachableError
 from warpgate.pnp.server import PnpServer, RateLimiter, client_key
 from warpgate.pnp.store import SqliteStore
@@ -144,8 +144,8 @@ async def test_oversized_and_malformed(server: PnpServer) -> None:
     await still_serving(server)
 
 
-async def test_quota(tmp_path: Path) -> None:
-    async with PnpServer(SqliteStore(tmp_path / "q.db"), port=0, names_per_ip=3) as server:
+async def test_quota(stores: Stores) -> None:
+    async with PnpServer(await stores.new(), port=0, names_per_ip=3) as server:
         key = new_key()
         for i in range(3):
             assert (await exchange(server.port, signed(key, f"n{i}"))).status == Status.OK
@@ -180,9 +180,9 @@ def test_rate_limiter_and_client_keys() -> None:
     assert client_key("::ffff:10.0.0.1") == "10.0.0.1"
 
 
-async def test_expiry_and_pruning(tmp_path: Path) -> None:
+async def test_expiry_and_pruning(stores: Stores) -> None:
     clock = [time.time()]
-    store = SqliteStore(tmp_path / "e.db")
+    store = await stores.new()
     async with PnpServer(store, port=0, min_ttl=1, clock=lambda: clock[0]) as server:
         key, other = new_key(), new_key()
         req = make_signed(
@@ -206,12 +206,15 @@ async def test_expiry_and_pruning(tmp_path: Path) -> None:
         assert await store.prune(int(clock[0] * 1000)) == 1
 
 
-async def test_restart_keeps_acknowledged_names(tmp_path: Path) -> None:
-    db = tmp_path / "durable.db"
+async def test_restart_keeps_acknowledged_names(stores: Stores) -> None:
+    first = await stores.new()
     key = new_key()
-    async with PnpServer(SqliteStore(db), port=0) as server:
+    async with PnpServer(first, port=0) as server:
         assert (await exchange(server.port, signed(key, "keeper", b"v1"))).status == Status.OK
-    async with PnpServer(SqliteStore(db), port=0) as server:
+        # the database crashes right after the acknowledgement (PostgreSQL: immediate
+        # stop, WAL replay on start); the server process stops too
+        stores.crash()
+    async with PnpServer(stores.same(first), port=0) as server:
         assert await lookup(server, "keeper") == b"v1"
         assert (await exchange(server.port, signed(new_key(), "keeper"))).status == (
             Status.NAME_TAKEN

@@ -8,6 +8,8 @@ cannot race each other past a check.
 :class:`SqliteStore` runs the standard library's ``sqlite3`` on one dedicated worker
 thread (a connection is used only by the thread that made it), in WAL mode with
 ``synchronous=FULL``: a write is on disk before the server acknowledges it.
+:func:`open_store` picks the implementation from a URL: ``postgresql://...`` is
+:class:`~warpgate.pnp.pg_store.PostgresStore`, anything else a SQLite file.
 """
 
 from __future__ import annotations
@@ -223,3 +225,25 @@ class SqliteStore:
             return db.execute("DELETE FROM pnp_names WHERE expires_ms <= ?", (now_ms,)).rowcount
 
         return await self._run(txn)
+
+
+def open_store(spec: str | Path) -> NameStore:
+    """The store for ``spec``: a ``postgresql://`` (or ``postgres://``) URL, a
+    ``sqlite:///path`` URL, or a plain path to a SQLite file (``:memory:`` allowed).
+    The store is not opened yet."""
+    text = str(spec)
+    if text.startswith(("postgresql://", "postgres://")):
+        from warpgate.pnp.pg_store import PostgresStore
+
+        return PostgresStore(text)
+    if text.startswith("sqlite://"):
+        text = text.removeprefix("sqlite://")
+        # sqlite:///var/x.db → /var/x.db; sqlite://x.db (relative) → x.db
+        text = text.removeprefix("/") if text.startswith("//") else text
+        if not text:
+            raise ValueError("a sqlite:// URL needs a path: sqlite:///var/lib/warpgate/pnp.db")
+    elif "://" in text:
+        raise ValueError(
+            f"unsupported store URL {text!r}: use postgresql://..., sqlite:///path or a path"
+        )
+    return SqliteStore(text)
