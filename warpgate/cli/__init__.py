@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -25,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from warpgate.cli import nat, node, plugins, serve
+    from warpgate.cli import demo, nat, node, plugins, serve
 
+    demo.add_parser(commands)
     plugins.add_parser(commands)
     node.add_parser(commands)
     nat.add_parser(commands)
@@ -51,11 +54,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("warpgate: interrupted (Ctrl-C); everything it started was stopped", file=sys.stderr)
         return 130
     except WarpgateError as exc:
         print(f"warpgate: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if argv is None:  # the real command, not a test calling main([...])
+            # The work is over: a Ctrl-C now would only interrupt interpreter shutdown
+            # (joining worker threads) and end the process without a word.
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

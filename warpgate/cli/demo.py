@@ -1,0 +1,65 @@
+"""``warpgate demo``: two nodes on this machine, every traversal method, a live table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = commands.add_parser(
+        "demo",
+        help="two nodes on this machine, every traversal method, a table of results",
+        description=(
+            "Start the embedded infrastructure on loopback (PNP names, STUN, MQTT when "
+            "warpgate[server] is installed), two nodes named alice and bob with "
+            "throw-away keys, and connect alice to bob.p2p by every installed traversal "
+            "method. Needs no network access and leaves nothing behind. With --lab "
+            "(Linux, root) the nodes run behind real NATs in the lab instead."
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON only")
+    parser.add_argument(
+        "--lab",
+        action="store_true",
+        help="run the nodes behind real NATs in network namespaces (Linux, root)",
+    )
+    parser.add_argument(
+        "--nat-a", default="full-cone", help="--lab: NAT mode in front of alice (full-cone)"
+    )
+    parser.add_argument(
+        "--nat-b", default="port-restricted", help="--lab: NAT mode in front of bob"
+    )
+    parser.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if args.verbose == 0:
+        # The demo's output is its table; warnings (an inconclusive NAT test on
+        # loopback, say) would only break it up.  -v brings them back.
+        for name in ("warpgate", "warpgate_plugins"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        # A client socket reset while the embedded broker stops (Ctrl-C) is expected.
+        for name in ("amqtt", "warpgate_plugins.mqtt.transport.paho"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    if args.lab:
+        if sys.platform != "linux" or os.geteuid() != 0:
+            print(
+                "warpgate demo: error: --lab needs Linux and root (network namespaces); "
+                "try: sudo warpgate demo --lab, or warpgate demo without --lab",
+                file=sys.stderr,
+            )
+            return 2
+        from warpgate.demo.lab import main_sync as lab_main
+
+        return lab_main(json_out=args.json, nat_a=args.nat_a, nat_b=args.nat_b)
+    from warpgate.demo.runner import run_demo
+
+    report = asyncio.run(run_demo(sys.stdout, quiet=args.json))
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    return 0 if report.worked else 1

@@ -1,0 +1,125 @@
+"""The infrastructure a pair of nodes needs, embedded in this process on one address.
+
+A PNP name server (SQLite in ``workdir``), a STUN server and, when ``amqtt`` is
+installed (``warpgate[server]``), an MQTT broker for signalling.  :meth:`conf` is the
+conf that points a node at all three and at nothing else, so nothing leaves the
+machine: no public STUN, MQTT or NTP server, no UPnP.
+
+Used by ``warpgate demo``, by ``warpgate listen --embedded-infra`` and by the examples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from warpgate.pnp.server import PnpServer
+from warpgate.pnp.store import SqliteStore
+from warpgate.serve.mqtt_broker import EmbeddedMqttBroker
+from warpgate.stun.server import StunServer
+
+log = logging.getLogger(__name__)
+
+
+def _fmt(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class EmbeddedInfra:
+    """PNP + STUN (+ MQTT) on ``host`` with free ports; an async context manager."""
+
+    def __init__(self, workdir: Path, host: str = "127.0.0.1", *, mqtt: bool = True) -> None:
+        self.workdir = Path(workdir)
+        self.host = host
+        # Signalling over a real broker when the server extra is there; otherwise the
+        # in-process transport, which reaches only nodes of this process.
+        self.want_mqtt = mqtt and importlib.util.find_spec("amqtt") is not None
+        self.pnp: PnpServer | None = None
+        self.stun: StunServer | None = None
+        self.broker: EmbeddedMqttBroker | None = None
+
+    async def __aenter__(self) -> EmbeddedInfra:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> EmbeddedInfra:
+        """Start every server; on a failure, stop the ones already started and raise."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.pnp = await PnpServer(
+                SqliteStore(self.workdir / "names.db"), host=self.host, port=0
+            ).start()
+            self.stun = await StunServer((self.host, 0)).start()
+            if self.want_mqtt:
+                amqtt_log = logging.getLogger("amqtt")
+                saved = amqtt_log.level
+                # amqtt logs every connection at INFO and a traceback on shutdown races.
+                amqtt_log.setLevel(max(saved, logging.ERROR))
+                try:
+                    self.broker = await EmbeddedMqttBroker(self.host, 0).start()
+                finally:
+                    amqtt_log.setLevel(saved)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def close(self) -> None:
+        """Stop every server that is running.  Idempotent."""
+        broker, self.broker = self.broker, None
+        stun, self.stun = self.stun, None
+        pnp, self.pnp = self.pnp, None
+        if broker is not None:
+            with contextlib.suppress(Exception):
+                await broker.stop()
+        if stun is not None:
+            await stun.close()
+        if pnp is not None:
+            await pnp.aclose()
+
+    @property
+    def signal(self) -> str:
+        """The signal transport nodes use: ``"mqtt"`` or ``"memory"`` (one process)."""
+        return "mqtt" if self.broker is not None else "memory"
+
+    def describe(self) -> list[str]:
+        """One line per running server."""
+        lines = []
+        if self.pnp is not None:
+            lines.append(f"PNP name server  {_fmt(self.host, self.pnp.port)} (udp+tcp, sqlite)")
+        if self.stun is not None:
+            lines.append(f"STUN server      {_fmt(*self.stun.primary)} (udp+tcp)")
+        if self.broker is not None:
+            lines.append(f"MQTT broker      {self.broker.url}")
+        else:
+            lines.append(
+                "MQTT broker      - (pip install 'warpgate[server]'; in-process signalling)"
+            )
+        return lines
+
+    def conf(self) -> dict[str, Any]:
+        """Conf overrides pointing a node at these servers and no others."""
+        if self.pnp is None or self.stun is None:
+            raise RuntimeError("start the infrastructure first")
+        conf: dict[str, Any] = {
+            "pnp_servers": [_fmt(self.host, self.pnp.port)],
+            "stun_servers": [_fmt(*self.stun.primary)],
+            "enable_stun_clients": True,
+            "enable_nickname": True,
+            "enable_upnp": False,
+            "init_clock_skew": False,
+            "sig_pipe_no": 1,
+            "mqtt_brokers": [self.broker.url] if self.broker is not None else [],
+            "plugins": {"signal": [self.signal]},
+        }
+        return conf
+
+    def write_conf(self, path: Path) -> None:
+        """Write :meth:`conf` as JSON (what ``--conf FILE`` reads)."""
+        path.write_text(json.dumps(self.conf(), indent=2) + "\n")

@@ -1,0 +1,200 @@
+"""``warpgate demo``: two named nodes on this machine, every traversal method, a table.
+
+Everything runs in this process on loopback: the embedded infrastructure (PNP names,
+STUN, MQTT when installed), then ``alice`` and ``bob`` with keystores in a temporary
+directory (the user's own keystore is never touched).  ``alice`` connects to
+``bob.p2p`` once per installed traversal method and transport, each time with
+``auto_connect(..., methods=[m])``, so a method added by a plugin shows up by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from warpgate.config import dict_child
+from warpgate.connect import ConnectError, auto_connect, resolve_destination
+from warpgate.demo.infra import EmbeddedInfra
+from warpgate.demo.table import LiveTable
+from warpgate.errors import WarpgateError
+from warpgate.gate import Gate
+from warpgate.link.link import Link
+from warpgate.node.node_defs import NODE_CONF
+
+log = logging.getLogger(__name__)
+
+ATTEMPT_TIMEOUT = 8.0  # seconds per method; punching may need a few rounds
+COLUMNS = ("method", "transport", "result", "time", "path")
+
+
+@dataclass
+class MethodResult:
+    method: str
+    transport: str
+    result: str  # "ok", "failed" or "skipped"
+    seconds: float | None = None
+    path: str = ""
+    detail: str = ""  # why it failed or was skipped
+    rtt_ms: float | None = None
+
+    def cells(self) -> tuple[str, ...]:
+        took = f"{self.seconds * 1000:.1f} ms" if self.seconds is not None else "-"
+        where = self.path or self.detail
+        return (self.method, self.transport, self.result, took, where)
+
+
+@dataclass
+class DemoReport:
+    infra: list[str] = field(default_factory=list)
+    nodes: dict[str, str] = field(default_factory=dict)
+    results: list[MethodResult] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def worked(self) -> list[MethodResult]:
+        return [r for r in self.results if r.result == "ok"]
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ok"] = bool(self.worked)
+        return data
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 90 else text[:87] + "..."
+
+
+def _path_text(link: Link) -> str:
+    p = link.path
+    kind = "relayed" if p.relayed else "direct"
+    return f"{p.local[0]}:{p.local[1]} -> {p.remote[0]}:{p.remote[1]} ({kind})"
+
+
+async def _bob_answers(link: Link) -> None:
+    async for msg in link:
+        await link.send(b"bob got: " + msg)
+
+
+async def _try(alice: Gate, target: str, method: str, transport: str) -> MethodResult:
+    began = time.monotonic()
+    try:
+        link, _ = await auto_connect(
+            alice.node,
+            target,
+            methods=[method],
+            transport=transport,  # type: ignore[arg-type]
+            timeout=ATTEMPT_TIMEOUT,
+        )
+    except (ConnectError, WarpgateError, OSError) as exc:
+        took = time.monotonic() - began
+        return MethodResult(method, transport, "failed", took, detail=_short(exc))
+    took = time.monotonic() - began
+    try:
+        sent = time.monotonic()
+        await link.send(f"hello bob, alice here via {method}/{transport}".encode())
+        reply = await link.recv(timeout=ATTEMPT_TIMEOUT)
+        rtt = (time.monotonic() - sent) * 1000
+        result = MethodResult(method, transport, "ok", took, _path_text(link), rtt_ms=rtt)
+        result.detail = reply.decode(errors="replace")
+        return result
+    except (WarpgateError, OSError, TimeoutError) as exc:
+        return MethodResult(method, transport, "failed", took, detail=f"no echo: {_short(exc)}")
+    finally:
+        await link.close()
+
+
+async def run_demo(out: TextIO, *, live: bool | None = None, quiet: bool = False) -> DemoReport:
+    """Run the demo, drawing the table on ``out`` unless ``quiet``; return the report."""
+    report = DemoReport()
+    began = time.monotonic()
+
+    def say(text: str = "") -> None:
+        if not quiet:
+            out.write(text + "\n")
+            out.flush()
+
+    with tempfile.TemporaryDirectory(prefix="warpgate-demo-") as tmp:
+        workdir = Path(tmp)
+        async with EmbeddedInfra(workdir / "infra") as infra:
+            report.infra = infra.describe()
+            say("warpgate demo: two nodes on this machine, every traversal method")
+            for line in report.infra:
+                say("  " + line)
+            conf = dict_child(dict(infra.conf(), install_path=str(workdir / "home")), NODE_CONF)
+            async with (
+                Gate("alice", conf, ip="127.0.0.1", port=0) as alice,
+                Gate("bob", conf, ip="127.0.0.1", port=0) as bob,
+            ):
+                for gate in (alice, bob):
+                    report.nodes[gate.full_name or gate.name] = gate.node.node_id
+                    say(f"  node {gate.full_name or gate.name:<10} id {gate.node.node_id[:16]}...")
+                target = bob.full_name or bob.address()
+                bob.listen(_bob_answers)
+                say()
+                report.results = await _run_methods(alice, target, out, live, quiet)
+                first = next(iter(report.worked), None)
+                if first is not None:
+                    report.messages = [
+                        f"alice -> bob: hello bob, alice here via {first.method}/{first.transport}",
+                        f"bob -> alice: {first.detail}",
+                    ]
+    report.seconds = time.monotonic() - began
+    if not quiet:
+        say()
+        for line in report.messages:
+            say("  " + line)
+        say(_summary(report))
+    return report
+
+
+async def _run_methods(
+    alice: Gate, target: str | bytes, out: TextIO, live: bool | None, quiet: bool
+) -> list[MethodResult]:
+    node = alice.node
+    infos = sorted(node.plugins.providers("traversal").values(), key=lambda i: i.cost)
+    peer = await resolve_destination(node, target)
+    widths = [max([len(i.name) for i in infos] + [6]), 9, 7, 9, 4]
+    table = None if quiet else LiveTable(COLUMNS, out, live=live, widths=widths)
+    results: list[MethodResult] = []
+    for info in infos:
+        transports = tuple(getattr(info, "transports", ("tcp",)))
+        provider = node.traversal_methods.get(info.name)
+        for transport in transports:
+            if provider is None:
+                res = MethodResult(info.name, transport, "skipped", detail="not started (conf)")
+            elif not provider.candidates(peer, transport=transport):
+                res = MethodResult(
+                    info.name, transport, "skipped", detail="nothing to try on this machine"
+                )
+            else:
+                row = None
+                if table is not None:
+                    row = table.add(info.name, transport, "running", "...", "")
+                res = await _try(alice, target, info.name, transport)  # type: ignore[arg-type]
+                if table is not None and row is not None:
+                    table.update(row, *res.cells())
+                results.append(res)
+                continue
+            if table is not None:
+                table.add(*res.cells(), final=True)
+            results.append(res)
+    return results
+
+
+def _summary(report: DemoReport) -> str:
+    tried = [r for r in report.results if r.result != "skipped"]
+    worked = report.worked
+    text = f"{len(worked)} of {len(tried)} ways worked"
+    if worked:
+        best = min(worked, key=lambda r: r.seconds or 0.0)
+        text += f"; fastest {best.method}/{best.transport} in {(best.seconds or 0) * 1000:.1f} ms"
+    return f"summary: {text}; {2 * len(worked)} messages exchanged; total {report.seconds:.1f} s"
+
+
+__all__ = ["DemoReport", "MethodResult", "run_demo"]
