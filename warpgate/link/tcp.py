@@ -87,6 +87,11 @@ class LinkConnection(asyncio.Protocol):
         if self._state == "records":
             self._add_records(self._parser.feed(data))
             return
+        if self._state == "closed":
+            # A failed handshake aborted the transport, but bytes it had already read
+            # may still be delivered: drop them, or a peer streaming garbage grows the
+            # buffer without bound.
+            return
         self._buffer += data
         try:
             self._advance_handshake()
@@ -162,13 +167,14 @@ class LinkConnection(asyncio.Protocol):
         )
         self._state = "records"
         leftover, self._buffer = bytes(self._buffer), bytearray()
-        if leftover:  # records sent right behind the last handshake message
-            self._add_records(self._parser.feed(leftover))
         self.link.start_reading()
         if not self.ready.done():
             self.ready.set_result(self.link)
         if self.on_link is not None:
             self.on_link(self.link)
+        if leftover:  # records sent right behind the last handshake message, delivered
+            # once the node has set the link up (message callbacks, intent routing)
+            self._add_records(self._parser.feed(leftover))
 
     def _fail(self, reason: str) -> None:
         if not self.ready.done():
@@ -194,6 +200,12 @@ class LinkConnection(asyncio.Protocol):
     def _add_records(self, records: list[tuple[int, bytes]]) -> None:
         if not records:
             return
+        link = self.link
+        if link is not None and not self._records and not link.reader_busy:
+            # Nothing queued before these and the reader is idle: deliver in place.
+            records = link._receive_now(records)  # type: ignore[assignment]
+            if not records:
+                return
         self._records += records
         self._records_ready.set()
         if len(self._records) >= PAUSE_AT and not self._paused and self.transport is not None:
@@ -243,6 +255,9 @@ class TcpLink(Link):
         )
         self._conn = conn
         self._reader_task: asyncio.Task[None] | None = None
+        # True while the reader task handles queued items: new records must then queue
+        # behind them, or messages would be delivered out of order.
+        self.reader_busy = False
 
     def start_reading(self) -> None:
         self._reader_task = asyncio.create_task(self._read_loop(), name=f"link {self.path}")
@@ -250,11 +265,13 @@ class TcpLink(Link):
     async def _read_loop(self) -> None:
         reason = "(connection lost)"
         try:
-            while records := await self._conn.next_records():
-                for record in records:
-                    if not await self._handle_record(record):
+            while items := await self._conn.next_records():
+                self.reader_busy = True
+                for item in items:
+                    if not await self._handle_item(item):
                         reason = self._close_reason
                         return
+                self.reader_busy = False
         except LinkProtocolError as exc:
             log.warning("closing link to %s: %s", self.path.remote, exc)
             reason = f"(protocol error: {exc})"
