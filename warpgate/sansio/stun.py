@@ -102,6 +102,22 @@ class Attr(IntEnum):
     XOR_MAPPED_ADDRESS = 0x0020
     PADDING = 0x0026
     RESPONSE_PORT = 0x0027
+    # TURN (RFC 8656, RFC 6062): typed helpers live in warpgate.sansio.turn; the XOR
+    # addresses decode to (ip, port) here, the other values stay raw bytes.
+    CHANNEL_NUMBER = 0x000C
+    LIFETIME = 0x000D
+    XOR_PEER_ADDRESS = 0x0012
+    DATA = 0x0013
+    XOR_RELAYED_ADDRESS = 0x0016
+    REQUESTED_ADDRESS_FAMILY = 0x0017
+    EVEN_PORT = 0x0018
+    REQUESTED_TRANSPORT = 0x0019
+    DONT_FRAGMENT = 0x001A
+    RESERVATION_TOKEN = 0x0022
+    CONNECTION_ID = 0x002A
+    ADDITIONAL_ADDRESS_FAMILY = 0x8000
+    ADDRESS_ERROR_CODE = 0x8001
+    ICMP = 0x8004
     # ICE (RFC 8445): known so they are not reported as unknown; values stay raw bytes.
     PRIORITY = 0x0024
     USE_CANDIDATE = 0x0025
@@ -117,7 +133,9 @@ class Attr(IntEnum):
 _ADDRESS_ATTRS: Final = frozenset(
     {Attr.MAPPED_ADDRESS, Attr.ALTERNATE_SERVER, Attr.RESPONSE_ORIGIN, Attr.OTHER_ADDRESS}
 )
-_XOR_ADDRESS_ATTRS: Final = frozenset({Attr.XOR_MAPPED_ADDRESS})
+_XOR_ADDRESS_ATTRS: Final = frozenset(
+    {Attr.XOR_MAPPED_ADDRESS, Attr.XOR_PEER_ADDRESS, Attr.XOR_RELAYED_ADDRESS}
+)
 # Text attributes and their RFC limits in bytes (USERNAME < 513, REALM/NONCE/SOFTWARE < 763).
 _TEXT_ATTRS: Final[dict[int, int]] = {
     Attr.USERNAME: 513,

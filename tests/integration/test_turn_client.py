@@ -1,0 +1,208 @@
+"""The asyncio TURN client against a real coturn on loopback: allocation with long-term
+credentials, permissions, Send/Data indications, channels, refreshes and keepalives, a
+stale nonce (438), and the bad cases: wrong password, allocation quota reached, server
+gone mid-allocation -- each a clear error in bounded time."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from warpgate.turn import TurnClient, TurnClosed, TurnError
+from warpgate.turn.coturn import Coturn, CoturnUnavailable, loopback_coturn
+
+Addr = tuple[str, int]
+
+
+@pytest.fixture(scope="module")
+def coturn() -> Iterator[Coturn]:
+    try:
+        with loopback_coturn() as server:
+            yield server
+    except CoturnUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+def _peer_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+async def _recv(sock: socket.socket, timeout: float = 2.0) -> tuple[bytes, Addr]:
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout):
+        data, addr = await loop.sock_recvfrom(sock, 4096)
+    return data, (addr[0], addr[1])
+
+
+def _client(
+    server: Coturn, **kwargs: object
+) -> tuple[TurnClient, asyncio.Queue[tuple[Addr, bytes]]]:
+    got: asyncio.Queue[tuple[Addr, bytes]] = asyncio.Queue()
+    client = TurnClient(
+        server.address,
+        str(kwargs.pop("username", server.username)),
+        str(kwargs.pop("password", server.password)),
+        on_data=lambda peer, data: got.put_nowait((peer, data)),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return client, got
+
+
+async def test_relays_both_ways_by_indication_then_channel(coturn: Coturn) -> None:
+    client, got = _client(coturn)
+    peer = _peer_socket()
+    try:
+        alloc = await client.allocate()
+        assert alloc.relayed[0] == "127.0.0.1" and alloc.mapped == client.local
+        me = peer.getsockname()
+        # Without a permission the relay drops the peer's datagram.
+        peer.sendto(b"too early", alloc.relayed)
+        await asyncio.sleep(0.2)
+        assert got.empty()
+        await client.create_permission([me])
+        peer.sendto(b"hello relay", alloc.relayed)
+        assert await asyncio.wait_for(got.get(), 2) == (me, b"hello relay")
+        client.send(me, b"by send indication")
+        assert await _recv(peer) == (b"by send indication", alloc.relayed)
+        channel = await client.bind_channel(me)
+        assert channel == 0x4000
+        client.send(me, b"by channel" * 100)
+        assert await _recv(peer) == (b"by channel" * 100, alloc.relayed)
+        peer.sendto(b"back by channel", alloc.relayed)
+        assert await asyncio.wait_for(got.get(), 2) == (me, b"back by channel")
+    finally:
+        await client.aclose()
+        peer.close()
+    with pytest.raises(TurnClosed):
+        client.send(me, b"after close")
+
+
+async def test_keepalive_refreshes_keep_the_allocation(coturn: Coturn) -> None:
+    client, got = _client(coturn, keepalive=0.3)
+    peer = _peer_socket()
+    try:
+        alloc = await client.allocate()
+        await client.bind_channel(peer.getsockname())
+        await asyncio.sleep(2.5)
+        assert client.refreshes >= 2 and not client.closed
+        peer.sendto(b"still here", alloc.relayed)
+        assert (await asyncio.wait_for(got.get(), 2))[1] == b"still here"
+    finally:
+        await client.aclose()
+        peer.close()
+
+
+async def test_wrong_password_is_a_clear_error_at_once() -> None:
+    try:
+        ctx = loopback_coturn()
+        server = ctx.__enter__()
+    except CoturnUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        client, _ = _client(server, password="not-the-password")
+        begin = time.monotonic()
+        with pytest.raises(TurnError, match="rejected the credentials") as info:
+            await client.allocate()
+        assert info.value.code == 401 and time.monotonic() - begin < 2
+        assert client.closed
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+async def test_quota_reached_is_a_clear_error() -> None:
+    try:
+        ctx = loopback_coturn(user_quota=1)
+        server = ctx.__enter__()
+    except CoturnUnavailable as exc:
+        pytest.skip(str(exc))
+    first, _ = _client(server)
+    second, _ = _client(server)
+    try:
+        await first.allocate()
+        with pytest.raises(TurnError, match="quota") as info:
+            await second.allocate()
+        assert info.value.code == 486
+        await first.aclose()  # releases the allocation: coturn frees the quota about 1 s later
+        for _ in range(20):
+            third, _ = _client(server)
+            try:
+                await third.allocate()
+                break
+            except TurnError as exc:
+                assert exc.code == 486
+                await asyncio.sleep(0.25)
+        assert third.allocation is not None
+        await third.aclose()
+    finally:
+        await first.aclose()
+        ctx.__exit__(None, None, None)
+
+
+async def test_stale_nonce_is_renewed_transparently() -> None:
+    try:
+        ctx = loopback_coturn(extra="stale-nonce=1\n")
+        server = ctx.__enter__()
+    except CoturnUnavailable as exc:
+        pytest.skip(str(exc))
+    client, got = _client(server)
+    peer = _peer_socket()
+    try:
+        alloc = await client.allocate()
+        first_nonce = client.auth.nonce
+        await asyncio.sleep(2.2)
+        await client.create_permission([peer.getsockname()])  # answered 438, then signed again
+        assert client.auth.nonce != first_nonce
+        peer.sendto(b"after 438", alloc.relayed)
+        assert (await asyncio.wait_for(got.get(), 2))[1] == b"after 438"
+    finally:
+        await client.aclose()
+        peer.close()
+        ctx.__exit__(None, None, None)
+
+
+async def test_server_gone_mid_allocation_closes_in_bounded_time() -> None:
+    try:
+        ctx = loopback_coturn()
+        server = ctx.__enter__()
+    except CoturnUnavailable as exc:
+        pytest.skip(str(exc))
+    closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    client = TurnClient(
+        server.address,
+        server.username,
+        server.password,
+        keepalive=1.0,
+        timeout=2.0,
+        on_closed=lambda reason: closed.done() or closed.set_result(reason),
+    )
+    try:
+        await client.allocate()
+        server.stop()
+        begin = time.monotonic()
+        reason = await asyncio.wait_for(closed, 6.0)
+        assert time.monotonic() - begin < 4.5
+        assert "relay lost" in reason and "127.0.0.1" in reason
+        with pytest.raises(TurnClosed):
+            client.send(("127.0.0.1", 9), b"x")
+    finally:
+        await client.aclose()
+        ctx.__exit__(None, None, None)
+
+
+async def test_no_server_listening_fails_fast() -> None:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    dead = probe.getsockname()
+    probe.close()
+    client = TurnClient(dead, "u", "p", timeout=3.0)
+    begin = time.monotonic()
+    with pytest.raises(TurnError, match="unreachable|did not answer"):
+        await client.allocate()
+    assert time.monotonic() - begin < 3.5

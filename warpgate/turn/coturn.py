@@ -1,0 +1,136 @@
+"""Run a private coturn on loopback, for tests and benchmarks on one machine.
+
+The server binds 127.0.0.1 on a free port with long-term credentials, relays to loopback
+peers (``allow-loopback-peers``, off in coturn by default), optionally caps allocations
+per user (``user-quota``), and counts as started only once it answered a STUN Binding.
+It runs in a private temporary directory and is stopped (and waited for) on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from warpgate.errors import WarpgateError
+from warpgate.sansio import stun
+
+START_TIMEOUT = 10.0
+
+
+class CoturnUnavailable(WarpgateError, RuntimeError):
+    """coturn (``turnserver``) is not installed or did not start."""
+
+
+@dataclass
+class Coturn:
+    host: str
+    port: int
+    username: str
+    password: str
+    realm: str
+    workdir: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def log_text(self) -> str:
+        with contextlib.suppress(OSError):
+            return (self.workdir / "turnserver.log").read_text(errors="replace")
+        return ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def _free_udp_tcp_port() -> int:
+    # A port free for both UDP and TCP on loopback (bounded tries).
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise CoturnUnavailable("no free loopback port for coturn")
+
+
+def _answers(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.2)
+        msg = stun.StunMessage(stun.StunMethod.BINDING, stun.StunClass.REQUEST)
+        try:
+            sock.sendto(stun.encode(msg), ("127.0.0.1", port))
+            data, _ = sock.recvfrom(2048)
+        except OSError:
+            return False
+        return stun.is_stun(data)
+
+
+@contextlib.contextmanager
+def loopback_coturn(
+    *,
+    username: str = "warpgate",
+    password: str = "warpgate-secret",
+    realm: str = "warpgate.test",
+    user_quota: int = 0,
+    extra: str = "",
+) -> Iterator[Coturn]:
+    """Start coturn on 127.0.0.1; yield its :class:`Coturn`; stop it on exit."""
+    binary = shutil.which("turnserver") or shutil.which("turnserver", path="/usr/bin:/usr/sbin")
+    if binary is None:
+        raise CoturnUnavailable("coturn is not installed (Debian package: coturn)")
+    workdir = Path(tempfile.mkdtemp(prefix="wg-coturn-"))
+    port = _free_udp_tcp_port()
+    conf = workdir / "turnserver.conf"
+    conf.write_text(
+        "listening-ip=127.0.0.1\n"
+        "relay-ip=127.0.0.1\n"
+        f"listening-port={port}\n"
+        "min-port=40000\nmax-port=48000\n"
+        f"realm={realm}\n"
+        "lt-cred-mech\n"
+        f"user={username}:{password}\n"
+        + (f"user-quota={user_quota}\n" if user_quota else "")
+        + "allow-loopback-peers\n"
+        "fingerprint\nno-tls\nno-dtls\nno-cli\nno-multicast-peers\n"
+        f"userdb={workdir / 'turndb'}\n"
+        f"pidfile={workdir / 'turnserver.pid'}\n"
+        f"log-file={workdir / 'turnserver.log'}\n"
+        "simple-log\n" + extra
+    )
+    out = open(workdir / "stdout.log", "wb")  # closed in the finally below
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+    server = Coturn("127.0.0.1", port, username, password, realm, workdir, proc)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _answers(port):
+            if proc.poll() is not None:
+                raise CoturnUnavailable(
+                    f"coturn exited with {proc.returncode}: {server.log_text()[-500:]}"
+                )
+            if time.monotonic() > deadline:
+                raise CoturnUnavailable(f"coturn did not answer in {START_TIMEOUT:g} s")
+            time.sleep(0.05)
+        yield server
+    finally:
+        server.stop()
+        out.close()
+        shutil.rmtree(workdir, ignore_errors=True)
