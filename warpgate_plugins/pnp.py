@@ -16,7 +16,6 @@ taken, the server is down) is logged as a warning.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -25,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 from warpgate.errors import ConfigError, UnavailableError, WarpgateError
 from warpgate.plugin import hookimpl
 from warpgate.plugin.types import NameServiceInfo
-from warpgate.pnp.client import NameNotFoundError, PnpClient, Server, parse_server
+from warpgate.pnp.client import (
+    NameNotFoundError,
+    NameTakenError,
+    PnpClient,
+    PnpRequestError,
+    Server,
+    parse_server,
+)
 from warpgate.sansio.pnp import PnpError, normalise_name
 
 if TYPE_CHECKING:
@@ -50,8 +56,9 @@ class PnpNames:
         self.servers = [parse_server(s) for s in raw]
         self.timeout = float(node.conf.get("pnp_timeout", 3.0))
         self.ttl = int(node.conf.get("pnp_ttl", 86400))
-        if self.timeout <= 0 or self.ttl <= 0:
-            raise ConfigError("conf keys 'pnp_timeout' and 'pnp_ttl' must be positive")
+        self.retry = float(node.conf.get("pnp_retry", 30.0))
+        if self.timeout <= 0 or self.ttl <= 0 or self.retry <= 0:
+            raise ConfigError("conf keys 'pnp_timeout', 'pnp_ttl' and 'pnp_retry' must be positive")
         self.tld = tld_for(self.servers)
         self.client = PnpClient(self.servers, timeout=self.timeout)
         self._refresh: dict[str, asyncio.Task[None]] = {}
@@ -93,6 +100,9 @@ class PnpNames:
             if not starting:
                 raise
             log.warning("pnp: the nickname %r was not registered during start-up: %s", name, exc)
+            if isinstance(exc, PnpRequestError) and not isinstance(exc, NameTakenError):
+                # the servers were down or busy: keep trying in the background
+                self._schedule_refresh(self._bare(name), node, 0, len(self.servers), failed=True)
             return ""
 
     async def _register(self, name: str, node: Any) -> str:
@@ -104,33 +114,64 @@ class PnpNames:
         bare = self._bare(name)
         if node.private_key is None:
             raise RuntimeError("the node has no identity yet: await node.start() first")
-        expires_ms = await self.client.put(bare, node.address(), node.private_key, ttl=self.ttl)
+        expires_ms, missing = await self._put(bare, node)
         full = f"{bare}.{self.tld}"
         log.info("pnp: registered %s", full)
-        self._schedule_refresh(bare, node, expires_ms)
+        self._schedule_refresh(bare, node, expires_ms, missing)
         return full
 
-    def _schedule_refresh(self, bare: str, node: Any, expires_ms: int) -> None:
+    async def _put(self, bare: str, node: Any) -> tuple[int, int]:
+        """PUT on every server: (earliest expiry in ms, how many servers failed).
+
+        A name is registered when at least one server stored it and no server said it
+        belongs to another key; a server that is down or refused for another reason
+        is logged and tried again by the refresher, sooner than the next refresh.
+        """
+        results = await self.client.put_each(bare, node.address(), node.private_key, ttl=self.ttl)
+        errors = [r for r in results.values() if isinstance(r, PnpRequestError)]
+        for error in errors:
+            if isinstance(error, NameTakenError):
+                raise error
+        stored = [r.expires_ms for r in results.values() if not isinstance(r, PnpRequestError)]
+        if not stored:
+            raise (
+                errors[0]
+                if len(errors) == 1
+                else PnpRequestError("; ".join(str(e) for e in errors))
+            )
+        for error in errors:
+            log.warning("pnp: %r is not on every server yet (will retry): %s", bare, error)
+        return min(stored), len(errors)
+
+    def _schedule_refresh(
+        self, bare: str, node: Any, expires_ms: int, missing: int = 0, *, failed: bool = False
+    ) -> None:
         old = self._refresh.pop(bare, None)
         if old is not None and old is not asyncio.current_task():
             old.cancel()
-        task = asyncio.create_task(self._refresher(bare, node, expires_ms))
+        task = asyncio.create_task(self._refresher(bare, node, expires_ms, missing, failed))
         self._refresh[bare] = task
 
-    async def _refresher(self, bare: str, node: Any, expires_ms: int) -> None:
+    async def _refresher(
+        self, bare: str, node: Any, expires_ms: int, missing: int, failed: bool
+    ) -> None:
+        """Re-register at half the remaining lifetime; while a server lacks the name
+        (it was down, or refused), retry within ``pnp_retry`` seconds instead."""
         while True:
             remaining = expires_ms / 1000 - time.time()
-            await asyncio.sleep(max(1.0, remaining / 2))
+            wait = max(1.0, remaining / 2)
+            if failed:
+                wait = self.retry  # every server failed: no tighter loop than this
+            elif missing:
+                wait = min(wait, self.retry)
+            await asyncio.sleep(wait)
             try:
-                expires_ms = await self.client.put(
-                    bare, node.address(), node.private_key, ttl=self.ttl
-                )
+                expires_ms, missing = await self._put(bare, node)
+                failed = False
                 log.debug("pnp: refreshed %s", bare)
             except (WarpgateError, OSError) as exc:
+                failed = True
                 log.warning("pnp: refreshing %r failed (will retry): %s", bare, exc)
-                with contextlib.suppress(Exception):
-                    # Retry sooner, but not in a tight loop.
-                    await asyncio.sleep(min(60.0, max(1.0, remaining / 4)))
 
     async def resolve(self, name: str) -> bytes:
         bare = self._bare(name)
@@ -158,6 +199,7 @@ def warpgate_conf_defaults() -> Mapping[str, Any]:
         "pnp_servers": [],
         "pnp_timeout": 3.0,
         "pnp_ttl": 86400,
+        "pnp_retry": 30.0,
     }
 
 

@@ -187,15 +187,28 @@ class PnpClient:
         :raises NameTakenError: another key owns the name on some server.
         :raises PnpRequestError: another refusal, or a server is unreachable.
         """
+        results = await self.put_each(name, value, key, ttl=ttl)
+        for result in results.values():
+            if isinstance(result, BaseException):
+                raise result
+        return min(r.expires_ms for r in results.values() if isinstance(r, Response))
+
+    async def put_each(
+        self, name: str, value: bytes, key: ec.EllipticCurvePrivateKey, *, ttl: int
+    ) -> dict[Server, Response | PnpRequestError]:
+        """Register on every server at once; each server's response or error."""
         name = normalise_name(name)
         results = await asyncio.gather(
             *(self._signed(s, Op.PUT, name, key, ttl, value) for s in self.servers),
             return_exceptions=True,
         )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return min(r.expires_ms for r in results if isinstance(r, Response))
+        out: dict[Server, Response | PnpRequestError] = {}
+        for server, result in zip(self.servers, results, strict=True):
+            if isinstance(result, PnpRequestError | Response):
+                out[server] = result
+            elif isinstance(result, BaseException):
+                raise result  # a bug or a cancellation, not a server's answer
+        return out
 
     async def delete(self, name: str, key: ec.EllipticCurvePrivateKey) -> None:
         name = normalise_name(name)
@@ -232,25 +245,51 @@ class PnpClient:
     async def get(self, name: str) -> Response:
         """The record of ``name`` from the first server that has it.
 
+        Every server is asked at once and the first positive answer wins, so a server
+        that is down costs nothing while another answers (with one server, the same
+        as asking it).
+
         :raises NameNotFoundError: no server has it.
         :raises PnpRequestError: every server failed.
         """
         name = normalise_name(name)
+        if not self.servers:
+            raise PnpRequestError("no PNP servers configured")
+
+        async def ask(server: Server) -> Response:
+            resp = await self.request(server, lambda rid: encode_request(_get(name, rid)))
+            return _check(resp, server, name)
+
+        tasks = [asyncio.ensure_future(ask(s)) for s in self.servers]
         errors: list[PnpRequestError] = []
-        for server in self.servers:
-            try:
-                return _check(
-                    await self.request(server, lambda rid: encode_request(_get(name, rid))),
-                    server,
-                    name,
-                )
-            except PnpRequestError as exc:
-                errors.append(exc)
-        if len(errors) == 1 or (errors and all(isinstance(e, NameNotFoundError) for e in errors)):
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                try:
+                    return await next_done
+                except PnpRequestError as exc:
+                    errors.append(exc)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        missing = [e for e in errors if isinstance(e, NameNotFoundError)]
+        down = [e for e in errors if isinstance(e, PnpUnreachableError)]
+        if missing and len(missing) + len(down) == len(errors):
+            # no server that answered has the name: not found (saying which were down)
+            if not down:
+                raise missing[0]
+            raise NameNotFoundError(
+                f"{missing[0]} ({len(down)} of {len(errors)} servers did not answer)",
+                status=missing[0].status,
+                server=missing[0].server,
+            )
+        if len(down) == len(errors):
+            raise (
+                down[0] if len(down) == 1 else PnpUnreachableError("; ".join(str(e) for e in down))
+            )
+        if len(errors) == 1:
             raise errors[0]
-        if errors and all(isinstance(e, PnpUnreachableError) for e in errors):
-            raise PnpUnreachableError("; ".join(str(e) for e in errors))
-        raise PnpRequestError("; ".join(str(e) for e in errors) or "no PNP servers configured")
+        raise PnpRequestError("; ".join(str(e) for e in errors))
 
 
 def _get(name: str, rid: int) -> Request:

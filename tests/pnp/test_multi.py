@@ -1,0 +1,117 @@
+"""Several PNP servers: names end in .peer, are registered on every server, resolve
+while one server is down, and reach a server that comes back (the refresher)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.pnp.conftest import Stores
+from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
+from warpgate.pnp.client import PnpClient, PnpUnreachableError
+from warpgate.pnp.server import PnpServer
+from warpgate.pnp.store import open_store
+
+
+def conf(name: str, ports: list[int], **extra: Any) -> dict[str, Any]:
+    return dict_child(
+        {
+            "identity_name": name,
+            "enable_nickname": True,
+            "pnp_servers": [f"127.0.0.1:{p}" for p in ports],
+            "pnp_timeout": 1.0,
+            "plugins": {"name_service": ["pnp"]},
+            **extra,
+        },
+        NODE_TEST_CONF,
+    )
+
+
+async def on_server(port: int, name: str) -> bytes | None:
+    client = PnpClient([("127.0.0.1", port)], timeout=1.0)
+    try:
+        return (await client.get(name)).value
+    except LookupError:
+        return None
+
+
+async def test_two_servers_one_down(stores: Stores) -> None:
+    store_b = await stores.new()
+    async with PnpServer(await stores.new(), port=0) as a:
+        b = await PnpServer(store_b, port=0).start()
+        b_port = b.port
+        try:
+            async with (
+                Node(ip="127.0.0.1", port=0, conf=conf("alice", [a.port, b_port])) as alice,
+                Node(ip="127.0.0.1", port=0, conf=conf("bob", [b_port, a.port])) as bob,
+            ):
+                await alice.start()
+                await bob.start()
+                assert alice.phase_results["setup_nickname_service"] == "alice.peer"
+                assert await on_server(a.port, "alice") == alice.address()
+                assert await on_server(b_port, "alice") == alice.address()
+                # b (bob's first server) goes down: the name still resolves, via a
+                await b.aclose()
+                link, _ = await auto_connect(bob, "alice.peer", timeout=10)
+                await link.close()
+                with pytest.raises(LookupError, match="did not answer"):
+                    await bob.name_services["pnp"].resolve("nobody")
+        finally:
+            await b.aclose()
+
+
+async def test_registration_reaches_a_server_that_comes_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    b = await PnpServer(open_store(tmp_path / "b.db"), port=0, min_ttl=1).start()
+    b_port = b.port
+    await b.aclose()
+    async with PnpServer(open_store(tmp_path / "a.db"), port=0, min_ttl=1) as a:
+        c = conf("carol", [a.port, b_port], pnp_ttl=600, pnp_retry=0.5)
+        async with Node(ip="127.0.0.1", port=0, conf=c) as carol:
+            await carol.start()
+            # registered on a; b was down (logged, not fatal)
+            assert carol.phase_results["setup_nickname_service"] == "carol.peer"
+            assert "not on every server yet" in caplog.text
+            assert await on_server(a.port, "carol") == carol.address()
+            async with PnpServer(open_store(tmp_path / "b.db"), port=b_port, min_ttl=1):
+                deadline = time.monotonic() + 10
+                while await on_server(b_port, "carol") is None:
+                    assert time.monotonic() < deadline, "the refresher never reached b"
+                    await asyncio.sleep(0.2)
+
+
+async def test_refresh_before_expiry(tmp_path: Path) -> None:
+    async with PnpServer(open_store(tmp_path / "r.db"), port=0, min_ttl=1) as srv:
+        async with Node(ip="127.0.0.1", port=0, conf=conf("dan", [srv.port], pnp_ttl=2)) as dan:
+            await dan.start()
+            assert dan.phase_results["setup_nickname_service"] == "dan.p2p"
+            client = PnpClient([("127.0.0.1", srv.port)], timeout=1.0)
+            first = (await client.get("dan")).expires_ms
+            # the record would expire after 2 s; it is still there after 3.5 s, renewed
+            await asyncio.sleep(3.5)
+            again = await client.get("dan")
+            assert again.value == dan.address() and again.expires_ms > first
+
+
+async def test_start_with_every_server_down_registers_later(tmp_path: Path) -> None:
+    b = await PnpServer(open_store(tmp_path / "b.db"), port=0).start()
+    port = b.port
+    await b.aclose()
+    c = conf("erin", [port], pnp_retry=0.5, pnp_timeout=0.5)
+    async with Node(ip="127.0.0.1", port=0, conf=c) as erin:
+        await erin.start()
+        assert erin.phase_results["setup_nickname_service"] == ""
+        with pytest.raises(PnpUnreachableError):
+            await PnpClient([("127.0.0.1", port)], timeout=0.5).get("erin")
+        async with PnpServer(open_store(tmp_path / "b.db"), port=port):
+            deadline = time.monotonic() + 10
+            while await on_server(port, "erin") is None:
+                assert time.monotonic() < deadline, "never registered"
+                await asyncio.sleep(0.2)
