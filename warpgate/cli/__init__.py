@@ -27,9 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from warpgate.cli import demo, nat, node, plugins, serve
+    from warpgate.cli import demo, nat, netcat, node, plugins, serve, transfer
 
     demo.add_parser(commands)
+    netcat.add_parser(commands)
+    transfer.add_parser(commands)
     plugins.add_parser(commands)
     node.add_parser(commands)
     nat.add_parser(commands)

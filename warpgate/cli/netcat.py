@@ -1,0 +1,146 @@
+"""``warpgate listen`` / ``warpgate connect``: stdin and stdout over an authenticated,
+encrypted link, like netcat.
+
+Each side sends what it reads from stdin and writes what the peer sends to stdout; at
+end of input it tells the peer (a half-close, as with TCP).  The session ends when both
+sides have finished sending, or when the link breaks.  Status goes to stderr.
+
+On the wire each link message starts with a type byte: ``d`` data, ``e`` end of input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from warpgate.cli.peer_options import (
+    CommandError,
+    StdinReader,
+    add_common,
+    explain_connect_error,
+    listening_as,
+    quiet_logs,
+    read_target,
+    started_gate,
+    status,
+)
+from warpgate.connect import auto_connect
+from warpgate.errors import WarpgateError
+from warpgate.link.link import Link, LinkClosed
+
+DATA, END = b"d", b"e"
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    listen = commands.add_parser(
+        "listen",
+        help="wait for one peer; stdin/stdout over the link (like nc -l)",
+        description=(
+            "Start a node, register --name with the PNP servers and/or write "
+            "--address-file, wait for one peer ('warpgate connect'), then copy stdin to "
+            "the peer and the peer's data to stdout until both sides end their input."
+        ),
+    )
+    listen.add_argument("--name", help="nickname to register (and keystore identity)")
+    add_common(listen, serving=True)
+    listen.set_defaults(func=cmd_listen)
+
+    connect = commands.add_parser(
+        "connect",
+        help="connect to a peer by NAME or ADDRFILE; stdin/stdout over the link (like nc)",
+        description=(
+            "Connect to a listening peer by nickname (alice or alice.p2p), address file "
+            "or address text, trying every traversal method, then copy stdin to the "
+            "peer and the peer's data to stdout."
+        ),
+    )
+    connect.add_argument("target", metavar="NAME|ADDRFILE", help="nickname or address file")
+    connect.add_argument("--as", dest="identity", default="connect", help="keystore identity")
+    add_common(connect, serving=False)
+    connect.set_defaults(func=cmd_connect)
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    quiet_logs(args)
+    return _run(args, _listen(args), "listen")
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    quiet_logs(args)
+    return _run(args, _connect(args), "connect")
+
+
+def _run(args: argparse.Namespace, coro: object, command: str) -> int:
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except CommandError as exc:
+        print(exc.line(command), file=sys.stderr, flush=True)
+        return 1
+
+
+async def _listen(args: argparse.Namespace) -> int:
+    identity = args.name or "listen"
+    async with started_gate(args, identity, register=args.name) as gate:
+        if args.address_file is not None:
+            try:
+                args.address_file.write_bytes(gate.address())
+            except OSError as exc:
+                raise CommandError(
+                    f"cannot write {args.address_file}: {exc.strerror or exc}",
+                    "another --address-file",
+                ) from None
+            status(f"address written to {args.address_file}")
+        status(f"listening as {listening_as(gate)}")
+        link = await gate.accept()
+        status(f"connected: {link.path}")
+        return await pump(link)
+
+
+async def _connect(args: argparse.Namespace) -> int:
+    async with started_gate(args, args.identity) as gate:
+        dest = read_target(gate, args.target)
+        try:
+            link, _ = await auto_connect(gate.node, dest, timeout=args.timeout)
+        except (WarpgateError, OSError, ValueError) as exc:
+            raise explain_connect_error(exc, args.target) from None
+        status(f"connected: {link.path}")
+        return await pump(link)
+
+
+async def pump(link: Link) -> int:
+    """Copy stdin to the link and the link to stdout until both directions end."""
+    reader = StdinReader()
+    out = sys.stdout.buffer
+    peer_done = asyncio.Event()
+
+    async def upstream() -> None:
+        while True:
+            chunk = await reader.queue.get()
+            if not chunk:
+                await link.send(END)
+                return
+            await link.send(DATA + chunk)
+
+    async def downstream() -> None:
+        async for msg in link:
+            kind, body = msg[:1], msg[1:]
+            if kind == DATA:
+                out.write(body)
+                out.flush()
+            elif kind == END:
+                peer_done.set()
+                return
+        raise LinkClosed("the peer closed the link before ending its input")
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(upstream())
+            tg.create_task(downstream())
+    except* (LinkClosed, OSError) as group:
+        raise CommandError(
+            f"the link broke: {group.exceptions[0]}", "check the peer; -v shows more"
+        ) from None
+    finally:
+        await link.close()
+    return 0

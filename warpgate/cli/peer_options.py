@@ -1,0 +1,288 @@
+"""What ``listen``, ``connect``, ``send`` and ``receive`` share: which servers to use,
+starting a node for the command, reading a target, and one-line errors with a hint.
+
+Conf comes from, in order: ``NODE_CONF`` (or ``NODE_TEST_CONF`` with ``--offline``),
+``--conf FILE`` (a JSON object, e.g. the one ``--embedded-infra`` writes), then the
+``--pnp``/``--mqtt``/``--stun`` flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import tempfile
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from warpgate.config import dict_child
+from warpgate.connect import ConnectError
+from warpgate.errors import AddressError, ConfigError, UnavailableError, WarpgateError
+from warpgate.gate import Gate
+from warpgate.node.node_defs import NODE_CONF, NODE_TEST_CONF
+from warpgate.sansio.address import NodeAddress, is_text_address
+
+log = logging.getLogger(__name__)
+
+
+class CommandError(Exception):
+    """A failure the user can act on: ``what`` happened, ``hint`` says what to try."""
+
+    def __init__(self, what: str, hint: str = "") -> None:
+        super().__init__(what)
+        self.what, self.hint = what, hint
+
+    def line(self, command: str) -> str:
+        text = f"warpgate {command}: error: {self.what}"
+        return f"{text}; try: {self.hint}" if self.hint else text
+
+
+def add_common(parser: argparse.ArgumentParser, *, serving: bool) -> None:
+    """The flags every peer command takes; ``serving`` adds the listening side's."""
+    group = parser.add_argument_group("servers and conf")
+    group.add_argument("--conf", type=Path, metavar="FILE", help="JSON conf overrides")
+    group.add_argument(
+        "--pnp", action="append", metavar="HOST:PORT", help="PNP name server (repeatable)"
+    )
+    group.add_argument(
+        "--mqtt", action="append", metavar="URL", help="MQTT broker for signalling (repeatable)"
+    )
+    group.add_argument("--stun", action="append", metavar="HOST:PORT", help="STUN server")
+    group.add_argument(
+        "--offline",
+        action="store_true",
+        help="NODE_TEST_CONF: no public servers (address files, this machine or LAN)",
+    )
+    group.add_argument("--ip", action="append", help="listen only on this address (repeatable)")
+    group.add_argument("--port", type=int, default=0, help="listen port (default: any free)")
+    group.add_argument(
+        "--timeout", type=float, default=15.0, help="seconds to connect (default 15)"
+    )
+    if serving:
+        group.add_argument(
+            "--address-file", type=Path, metavar="FILE", help="write this node's address here"
+        )
+        group.add_argument(
+            "--embedded-infra",
+            type=Path,
+            metavar="CONF_FILE",
+            help=(
+                "start PNP, STUN and MQTT servers in this process on the first --ip "
+                "(default 127.0.0.1) and write the conf peers need to CONF_FILE"
+            ),
+        )
+
+
+def build_conf(args: argparse.Namespace, identity: str, extra: dict[str, Any]) -> dict[str, Any]:
+    conf = dict_child({}, NODE_TEST_CONF if args.offline else NODE_CONF)
+    if args.conf is not None:
+        try:
+            loaded = json.loads(args.conf.read_text())
+        except OSError as exc:
+            raise CommandError(
+                f"cannot read {args.conf}: {exc.strerror or exc}", "check the --conf path"
+            ) from None
+        except ValueError as exc:
+            raise CommandError(
+                f"{args.conf} is not JSON: {exc}", "a --conf file holds one JSON object"
+            ) from None
+        if not isinstance(loaded, dict):
+            raise CommandError(f"{args.conf} holds no JSON object", 'write {"key": value}')
+        conf = dict_child(loaded, conf)
+    if args.pnp:
+        conf["pnp_servers"] = list(args.pnp)
+    if args.mqtt:
+        conf["mqtt_brokers"] = list(args.mqtt)
+        conf["sig_pipe_no"] = max(1, int(conf.get("sig_pipe_no") or 0))
+    if args.stun:
+        conf["stun_servers"] = list(args.stun)
+        conf["enable_stun_clients"] = True
+    return dict_child(dict(extra, identity_name=identity, enable_nickname=False), conf)
+
+
+@contextlib.asynccontextmanager
+async def started_gate(
+    args: argparse.Namespace, identity: str, *, register: str | None = None
+) -> AsyncIterator[Gate]:
+    """A started :class:`Gate` (and the embedded servers when asked for), all stopped
+    on exit whatever happens; registers ``register`` as its nickname."""
+    async with contextlib.AsyncExitStack() as stack:
+        extra: dict[str, Any] = {}
+        infra_file = getattr(args, "embedded_infra", None)
+        if infra_file is not None:
+            from warpgate.demo.infra import EmbeddedInfra
+
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wg-infra-")))
+            host = (args.ip or ["127.0.0.1"])[0]
+            try:
+                infra = await stack.enter_async_context(EmbeddedInfra(workdir, host))
+            except OSError as exc:
+                raise CommandError(
+                    f"cannot start the embedded servers on {host}: {exc.strerror or exc}",
+                    "another --ip, or point at running servers with --pnp/--mqtt",
+                ) from None
+            infra.write_conf(infra_file)
+            stack.callback(lambda: infra_file.unlink(missing_ok=True))
+            extra = infra.conf()
+            for line in infra.describe():
+                status(line)
+            status(f"peers use: --conf {infra_file}")
+        conf = build_conf(args, identity, {})
+        if extra:
+            conf = dict_child(extra, conf)
+            conf["enable_nickname"] = False
+        try:
+            gate = Gate(identity, conf, ip=args.ip, port=args.port)
+            await stack.enter_async_context(gate)
+        except ConfigError as exc:
+            raise CommandError(str(exc), "fix the conf key named") from None
+        except OSError as exc:
+            raise CommandError(
+                f"cannot start the node: {exc.strerror or exc}", "another --port or --ip"
+            ) from None
+        if register:
+            await _register(gate, register)
+        yield gate
+
+
+async def _register(gate: Gate, name: str) -> None:
+    from warpgate.pnp.client import NameTakenError, PnpUnreachableError
+
+    servers = gate.node.conf.get("pnp_servers") or []
+    if not servers:
+        raise CommandError(
+            f"--name {name} needs a PNP name server, and none is configured",
+            "--pnp HOST:PORT, --conf FILE, --embedded-infra FILE, or --address-file instead",
+        )
+    try:
+        full = await gate.node.nickname(name)
+    except NameTakenError:
+        raise CommandError(
+            f"the name {name!r} belongs to another key on {', '.join(servers)}",
+            "another --name",
+        ) from None
+    except (PnpUnreachableError, TimeoutError, OSError) as exc:
+        raise CommandError(
+            f"no PNP server answered ({', '.join(servers)}): {_first_line(exc)}",
+            "start one (warpgate serve pnp, or --embedded-infra FILE) or check --pnp",
+        ) from None
+    except (WarpgateError, LookupError) as exc:
+        raise CommandError(
+            f"cannot register {name!r}: {_first_line(exc)}", "another --name"
+        ) from None
+    gate.registered_name = full  # type: ignore[attr-defined]
+    status(f"registered as {full}")
+
+
+def listening_as(gate: Gate) -> str:
+    """The registered nickname, else the address text (what a peer passes to connect)."""
+    name = getattr(gate, "registered_name", None)
+    return name or NodeAddress.decode(gate.address()).to_text()
+
+
+def read_target(gate: Gate, target: str) -> str | bytes:
+    """An address file's contents, an address text, or a nickname (TLD added)."""
+    path = Path(target)
+    if path.is_file():
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CommandError(f"cannot read {target}: {exc.strerror or exc}") from None
+        with contextlib.suppress(UnicodeDecodeError):
+            text = data.decode("ascii").strip()
+            if is_text_address(text):
+                return text
+        try:
+            NodeAddress.decode(data)
+        except (AddressError, ValueError) as exc:
+            raise CommandError(
+                f"{target} does not hold a warpgate address ({_first_line(exc)})",
+                "use the file 'warpgate listen --address-file' wrote",
+            ) from None
+        return data
+    if is_text_address(target) and target.startswith("wg"):
+        return target
+    if "/" in target or target.endswith((".bin", ".addr")):
+        raise CommandError(f"no such address file: {target}", "check the path")
+    if "." not in target:
+        service = gate.node.name_services.get("pnp")
+        target = f"{target}.{getattr(service, 'tld', 'p2p')}"
+    return target
+
+
+def explain_connect_error(exc: BaseException, target: str) -> CommandError:
+    """A one-line reason (and hint) for a failed connect."""
+    text = _first_line(exc)
+    if isinstance(exc, UnavailableError):
+        return CommandError(text, "--pnp HOST:PORT or --conf FILE, or an address file")
+    if isinstance(exc, ConnectError) and "no name service knows" in text:
+        return CommandError(
+            f"nobody is registered as {target!r}",
+            "check the name and that the peer is listening (warpgate listen --name NAME)",
+        )
+    if isinstance(exc, ConnectError) and "own" in text:
+        return CommandError(text, "connect to another node")
+    attempts = getattr(exc, "attempts", [])
+    tried = ", ".join(sorted({a.method for a in attempts})) or "nothing"
+    if isinstance(exc, ConnectError):
+        return CommandError(
+            f"could not reach {target} ({text}; tried {tried})",
+            "is the peer still running? -v shows every attempt",
+        )
+    if isinstance(exc, AddressError):
+        return CommandError(f"bad address for {target}: {text}", "check the address")
+    return CommandError(f"could not reach {target}: {text}", "-v shows what happened")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def quiet_logs(args: argparse.Namespace) -> None:
+    """Without -v, only errors are logged: stderr is for status and one-line errors
+    (a NAT test that is inconclusive on loopback is not news to a netcat user)."""
+    if getattr(args, "verbose", 0) == 0:
+        for name in ("warpgate", "warpgate_plugins"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        for name in ("amqtt", "warpgate_plugins.mqtt.transport.paho"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def status(text: str) -> None:
+    """A status line on stderr (stdout carries the data)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+class StdinReader:
+    """Reads stdin in a daemon thread (works for ttys, pipes and files, everywhere);
+    chunks arrive on an asyncio queue, ``b""`` at end of input.
+
+    A daemon thread, so a read that never returns cannot keep the process alive.
+    """
+
+    def __init__(self, chunk: int = 65536) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(16)
+        self._loop = asyncio.get_running_loop()
+        self._chunk = chunk
+        self._thread = threading.Thread(target=self._run, name="stdin", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        stream = sys.stdin.buffer
+        while True:
+            try:
+                data = stream.read1(self._chunk)
+            except (OSError, ValueError):
+                data = b""
+            try:
+                asyncio.run_coroutine_threadsafe(self.queue.put(data), self._loop).result()
+            except Exception:  # the loop is gone: the command has ended
+                return
+            if not data:
+                return
