@@ -213,7 +213,10 @@ class UdpLinks:
             remote_index=remote_index,
             codec=codec,
             remote_key=hs.remote_identity,
-            path=LinkPath(method, "udp", listener.local, remote),
+            # A TURN relay endpoint stands in for a listener and says it relays.
+            path=LinkPath(
+                method, "udp", listener.local, remote, getattr(listener, "relayed", False)
+            ),
             initiator=hs.initiator,
             intent=hs.intent,
             on_shutdown=self._forget,

@@ -200,13 +200,17 @@ class TurnClient:
         """Release the allocation (Refresh with lifetime 0, best effort) and close."""
         if self.closed:
             return
-        if self.allocation is not None and self._socket_failure is None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(min(self.timeout, 1.0)):
-                    await self._request(turn.refresh(0), tries=2)
-        self._close(reason)
+        try:
+            if self.allocation is not None and self._socket_failure is None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(min(self.timeout, 1.0)):
+                        await self._request(turn.refresh(0), tries=2)
+        finally:
+            # Even when cancelled half-way (the node is closing), the socket is closed.
+            self._close(reason)
+            if self._task is not None and self._task is not asyncio.current_task():
+                self._task.cancel()
         if self._task is not None and self._task is not asyncio.current_task():
-            self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
 

@@ -1,0 +1,197 @@
+"""The ``turn`` traversal method on loopback, through a real coturn: two nodes connect
+by relay only, the link works both ways, the relay carries only ciphertext, closing the
+link releases the allocation, and a relay that goes away closes the link with a reason."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests.integration.conftest import conf
+from warpgate import Node, auto_connect
+from warpgate.connect import ConnectError
+from warpgate.turn import TurnClient
+from warpgate.turn.coturn import Coturn, CoturnUnavailable, loopback_coturn
+
+SECRET = b"the relay must never see this sentence in the clear"
+
+
+@pytest.fixture
+def coturn() -> Iterator[Coturn]:
+    try:
+        with loopback_coturn() as server:
+            yield server
+    except CoturnUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+def _turn_conf(name: str, server: Coturn, **extra: object) -> dict[str, object]:
+    settings: dict[str, object] = {
+        "turn_servers": [f"{server.host}:{server.port}"],
+        "turn_username": server.username,
+        "turn_password": server.password,
+        "sig_pipe_no": 1,
+        "plugins": {"signal": ["memory"]},
+    }
+    return conf(name, **{**settings, **extra})
+
+
+@pytest.fixture
+async def relay_pair(coturn: Coturn) -> AsyncIterator[tuple[Node, Node]]:
+    async with (
+        Node(ip="127.0.0.1", port=0, conf=_turn_conf("alice", coturn)) as a,
+        Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", coturn)) as b,
+    ):
+        await a.start()
+        await b.start()
+        yield a, b
+
+
+async def test_relayed_link_round_trip_and_paths(
+    relay_pair: tuple[Node, Node], coturn: Coturn
+) -> None:
+    a, b = relay_pair
+    link, method = await auto_connect(a, b.address(), methods=["turn"], transport="udp", timeout=8)
+    assert method == "turn" and link.path.kind == "relay" and link.path.transport == "udp"
+    assert link.path.local[0] == coturn.host and link.path.local[1] != a.listen_port
+    inbound = await b.accept(timeout=3)
+    assert inbound.remote_key == a.public_key
+    assert inbound.path.kind == "relay" and inbound.path.method == "turn"
+    assert inbound.path.remote == link.path.local  # bob talks to alice's relayed address
+    for i in range(20):
+        await link.send(b"%d " % i + SECRET)
+    got = {await inbound.recv(3) for _ in range(20)}
+    assert got == {b"%d " % i + SECRET for i in range(20)}
+    await inbound.send(b"reply")
+    assert await link.recv(3) == b"reply"
+    assert await link.ping(timeout=3) > 0
+
+
+async def test_the_relay_sees_only_ciphertext(relay_pair: tuple[Node, Node]) -> None:
+    """Capture every byte alice's TURN client exchanges with coturn: the secret never
+    appears, in either direction, though it crossed the relay both ways."""
+    a, b = relay_pair
+    seen: list[bytes] = []
+    original_send = TurnClient.send
+    original_recv = TurnClient._datagram
+
+    def spy_send(self: TurnClient, peer: tuple[str, int], data: bytes) -> None:
+        transport = self._transport
+        assert transport is not None
+        real = transport.sendto
+
+        def capture(raw: bytes, *args: object) -> None:
+            seen.append(bytes(raw))
+            real(raw, *args)
+
+        transport.sendto = capture  # type: ignore[method-assign]
+        try:
+            original_send(self, peer, data)
+        finally:
+            transport.sendto = real  # type: ignore[method-assign]
+
+    def spy_recv(self: TurnClient, data: bytes) -> None:
+        seen.append(bytes(data))
+        original_recv(self, data)
+
+    TurnClient.send = spy_send  # type: ignore[method-assign]
+    TurnClient._datagram = spy_recv  # type: ignore[method-assign]
+    try:
+        link, _ = await auto_connect(a, b.address(), methods=["turn"], transport="udp", timeout=8)
+        inbound = await b.accept(timeout=3)
+        await link.send(SECRET)
+        assert await inbound.recv(3) == SECRET
+        await inbound.send(SECRET[::-1])
+        assert await link.recv(3) == SECRET[::-1]
+    finally:
+        TurnClient.send = original_send  # type: ignore[method-assign]
+        TurnClient._datagram = original_recv  # type: ignore[method-assign]
+    wire = b"".join(seen)
+    assert len(seen) >= 4
+    for needle in (SECRET, SECRET[::-1], SECRET[:16], SECRET[::-1][:16]):
+        assert needle not in wire
+
+
+async def test_closing_the_link_releases_the_allocation(coturn: Coturn) -> None:
+    """With a quota of one allocation, a second relayed link is possible only once the
+    first one's allocation was released by closing it."""
+    coturn.stop()
+    with loopback_coturn(user_quota=1) as server:
+        async with (
+            Node(ip="127.0.0.1", port=0, conf=_turn_conf("alice", server)) as a,
+            Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", server)) as b,
+        ):
+            await a.start()
+            await b.start()
+            link, _ = await auto_connect(
+                a, b.address(), methods=["turn"], transport="udp", timeout=8
+            )
+            with pytest.raises(ConnectError, match="quota"):
+                await auto_connect(a, b.address(), methods=["turn"], transport="udp", timeout=8)
+            await link.close()
+            deadline = time.monotonic() + 6
+            while True:
+                try:
+                    second, _ = await auto_connect(
+                        a, b.address(), methods=["turn"], transport="udp", timeout=8
+                    )
+                    break
+                except ConnectError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.3)
+            assert second.path.kind == "relay"
+
+
+async def test_wrong_password_is_a_clear_connect_error(coturn: Coturn) -> None:
+    async with (
+        Node(ip="127.0.0.1", port=0, conf=_turn_conf("alice", coturn, turn_password="wrong")) as a,
+        Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", coturn)) as b,
+    ):
+        await a.start()
+        await b.start()
+        begin = time.monotonic()
+        with pytest.raises(ConnectError, match="rejected the credentials"):
+            await auto_connect(a, b.address(), methods=["turn"], transport="udp", timeout=8)
+        assert time.monotonic() - begin < 3
+
+
+async def test_relay_gone_mid_link_closes_the_link_with_a_reason(coturn: Coturn) -> None:
+    async with (
+        Node(
+            ip="127.0.0.1",
+            port=0,
+            conf=_turn_conf("alice", coturn, turn_keepalive=1.0, turn_timeout=2.0),
+        ) as a,
+        Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", coturn)) as b,
+    ):
+        await a.start()
+        await b.start()
+        link, _ = await auto_connect(a, b.address(), methods=["turn"], transport="udp", timeout=8)
+        coturn.stop()
+        begin = time.monotonic()
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await link.recv(timeout=8)  # returns (raises) once the link closes
+        assert link.closed and time.monotonic() - begin < 5
+        assert "relay lost" in link._close_reason
+        with pytest.raises(ConnectionError):
+            await link.send(b"after the relay went away")
+
+
+async def test_no_candidates_without_servers_or_for_tcp(relay_pair: tuple[Node, Node]) -> None:
+    a, b = relay_pair
+    from warpgate.sansio.address import parse_address
+
+    peer = parse_address(b.address())
+    turn = a.traversal_methods["turn"]
+    assert turn.candidates(peer, transport="tcp") == []
+    assert [c.cost for c in turn.candidates(peer, transport="udp")] == [50.0]
+    turn_servers, turn.servers = turn.servers, []
+    try:
+        assert turn.candidates(peer, transport="udp") == []
+    finally:
+        turn.servers = turn_servers

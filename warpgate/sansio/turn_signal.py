@@ -1,0 +1,106 @@
+"""What the ``turn`` traversal method sends besides TURN itself (sans-IO).
+
+**Relay offer** (through a signal transport, to the peer): the connecting side has a
+TURN allocation and asks the peer to send to its relayed address.  It uses the signal
+message envelope of :mod:`warpgate.sansio.signal_messages` (version u8 = 1 | type u8)
+with its own type:
+
+    1 | 0x10 | token (16 bytes) | transport u8 (17 UDP, 6 TCP) | family u8 (4/6) |
+    relayed IP (4 or 16 bytes) | relayed port u16
+
+**Relay probe** (a UDP datagram, peer → relayed address): tells the allocating side the
+address the relay sees the peer at (a symmetric NAT picks a new port per destination,
+so only the relay knows it) and proves it answers this offer:
+
+    0xD8 | version u8 = 1 | token (16 bytes)
+
+0xD8 is outside the first bytes of STUN (0x00-0x3F), ChannelData (0x40-0x7F) and UDP
+links (0xD0-0xD4), so a probe can never be mistaken for them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from warpgate.sansio.signal_messages import VERSION, SignalMessageError
+
+RELAY_OFFER: Final = 0x10
+TOKEN_SIZE: Final = 16
+PROBE_KIND: Final = 0xD8
+PROBE_VERSION: Final = 1
+PROBE_SIZE: Final = 2 + TOKEN_SIZE
+_TRANSPORTS: Final = {17: "udp", 6: "tcp"}
+
+Addr = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class RelayOffer:
+    token: bytes
+    relayed: Addr
+    transport: str = "udp"
+
+    def encode(self) -> bytes:
+        if len(self.token) != TOKEN_SIZE:
+            raise SignalMessageError(f"a relay offer token is {TOKEN_SIZE} bytes")
+        try:
+            ip = ipaddress.ip_address(self.relayed[0])
+        except ValueError as exc:
+            raise SignalMessageError(f"relayed address {self.relayed[0]!r} is not an IP") from exc
+        port = self.relayed[1]
+        if not 0 < port <= 0xFFFF:
+            raise SignalMessageError(f"relayed port {port} is out of range")
+        proto = {v: k for k, v in _TRANSPORTS.items()}.get(self.transport)
+        if proto is None:
+            raise SignalMessageError(f"relay transport {self.transport!r} is not udp or tcp")
+        return (
+            bytes([VERSION, RELAY_OFFER])
+            + self.token
+            + bytes([proto, ip.version])
+            + ip.packed
+            + struct.pack("!H", port)
+        )
+
+
+def is_relay_offer(data: bytes) -> bool:
+    return len(data) >= 2 and data[0] == VERSION and data[1] == RELAY_OFFER
+
+
+def decode_relay_offer(data: bytes) -> RelayOffer:
+    """Parse a relay offer; :class:`SignalMessageError` for anything malformed."""
+    if not is_relay_offer(data):
+        raise SignalMessageError("not a relay offer")
+    body = data[2:]
+    if len(body) < TOKEN_SIZE + 2:
+        raise SignalMessageError("relay offer too short")
+    token = bytes(body[:TOKEN_SIZE])
+    proto, family = body[TOKEN_SIZE], body[TOKEN_SIZE + 1]
+    if proto not in _TRANSPORTS:
+        raise SignalMessageError(f"relay offer transport {proto} is not UDP (17) or TCP (6)")
+    size = {4: 4, 6: 16}.get(family)
+    if size is None:
+        raise SignalMessageError(f"relay offer address family {family} is not 4 or 6")
+    rest = body[TOKEN_SIZE + 2 :]
+    if len(rest) != size + 2:
+        raise SignalMessageError(f"relay offer address is {len(rest)} bytes, expected {size + 2}")
+    ip = ipaddress.ip_address(bytes(rest[:size]))
+    port = struct.unpack_from("!H", rest, size)[0]
+    if port == 0:
+        raise SignalMessageError("relay offer port is 0")
+    return RelayOffer(token, (str(ip), port), _TRANSPORTS[proto])
+
+
+def encode_probe(token: bytes) -> bytes:
+    if len(token) != TOKEN_SIZE:
+        raise SignalMessageError(f"a relay probe token is {TOKEN_SIZE} bytes")
+    return bytes([PROBE_KIND, PROBE_VERSION]) + token
+
+
+def probe_token(data: bytes) -> bytes | None:
+    """The token of a relay probe, or None when ``data`` is not one (never raises)."""
+    if len(data) != PROBE_SIZE or data[0] != PROBE_KIND or data[1] != PROBE_VERSION:
+        return None
+    return bytes(data[2:])

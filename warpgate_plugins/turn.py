@@ -1,0 +1,336 @@
+"""The ``turn`` traversal method: relay through a TURN server (RFC 8656) when nothing
+direct works.
+
+The connecting side allocates a relayed address, permits the peer's addresses on it and
+sends the peer a *relay offer* through a signal transport.  The peer sends small probes
+from its listening UDP socket to the relayed address: that opens its NAT toward the
+relay (any NAT, symmetric included, lets the answers in) and tells the connecting side
+the exact address the relay sees the peer at.  The connecting side binds a channel to
+that address and runs the ordinary UDP link handshake through the relay, so the link
+is authenticated and end-to-end encrypted: the relay forwards only ciphertext.
+
+Relaying costs a server and a detour, so the method ranks after direct, reverse and
+punching; it ranks first when both sides are behind symmetric NATs (or block UDP), where
+nothing direct can work and waiting for other methods only adds delay.
+
+The allocation lives as long as the link: closing the link releases it, and losing it
+(server gone, refresh refused) closes the link with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+import secrets
+import time
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from warpgate.errors import WarpgateError
+from warpgate.interfaces import Candidate, Transport
+from warpgate.plugin import hookimpl
+from warpgate.plugin.types import TraversalMethodInfo
+from warpgate.sansio.address import HintKind, NatType
+from warpgate.sansio.signal_messages import SignalMessageError
+from warpgate.sansio.turn import TurnError
+from warpgate.sansio.turn_signal import (
+    RelayOffer,
+    decode_relay_offer,
+    encode_probe,
+    is_relay_offer,
+    probe_token,
+)
+from warpgate.stun.node_binding import parse_server, resolve_servers
+from warpgate.turn.client import TurnClient
+from warpgate.turn.endpoint import RelayEndpoint
+
+if TYPE_CHECKING:
+    from warpgate.link.link import Link
+    from warpgate.net.servers import Listener
+    from warpgate.node.node import Node
+    from warpgate.sansio.address import NodeAddress
+
+log = logging.getLogger(__name__)
+
+#: After direct (1-4), reverse (5) and hole punching: a relay is the last resort.
+COST_RELAY = 50.0
+#: Both sides symmetric (or UDP-blocked): no direct path can work, so relay at once.
+COST_RELAY_FIRST = 0.5
+_HOPELESS = frozenset({NatType.SYMMETRIC, NatType.UDP_BLOCKED})
+#: When the peer sends its probes, relative to the offer (seconds): dense first, so a
+#: lost one costs little, then sparse; bounded.
+PROBE_SCHEDULE = (0.0, 0.05, 0.15, 0.35, 0.75, 1.5, 3.0)
+MAX_PROBING = 16  # offers answered at once; more are dropped (a flood is not our job)
+RELAY_MEMORY = 60.0  # seconds a peer remembers a relayed address it probed
+
+
+class TurnMethod:
+    name = "turn"
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.servers: list[tuple[str, int]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._endpoints: set[RelayEndpoint] = set()
+        # Relayed addresses this node probed (as the peer of an offer): links that
+        # arrive from them are relayed links.
+        self.probed: dict[tuple[str, int], float] = {}
+
+    async def start(self) -> None:
+        _methods[self.node] = self
+        for transport in self.node.signal_transports.values():
+            transport.add_handler(self._on_signal)
+        parsed = []
+        for text in self.node.conf["turn_servers"] or ():
+            try:
+                parsed.append(parse_server(str(text)))
+            except ValueError as exc:
+                log.warning("TURN server %r skipped: %s", text, exc)
+        if parsed:
+            self.servers, failures = await resolve_servers(
+                parsed, timeout=min(float(self.node.conf["turn_timeout"]), 2.0)
+            )
+            for server, why in failures.items():
+                log.warning("TURN server %s skipped: %s", server, why)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for endpoint in list(self._endpoints):
+            await endpoint.aclose("node closing")
+
+    # -- connecting side ----------------------------------------------------------------
+
+    def candidates(self, peer: NodeAddress, *, transport: Transport) -> list[Candidate]:
+        node = self.node
+        if transport != "udp" or not self.servers or not node.signal_transports:
+            return []
+        if not _permit_ips(peer):
+            return []
+        cost = COST_RELAY_FIRST if self._both_hopeless(peer) else COST_RELAY
+        return [
+            Candidate(self.name, "udp", server, None, cost + i * 0.01, "relay", 4)
+            for i, server in enumerate(self.servers)
+        ]
+
+    def _both_hopeless(self, peer: NodeAddress) -> bool:
+        ours = {r.nat_type for r in self.node.nat_reports.values()}
+        theirs = {i.nat_type for i in peer.interfaces if i.family == 4}
+        return bool(ours) and bool(theirs) and ours <= _HOPELESS and theirs <= _HOPELESS
+
+    async def attempt(self, peer: NodeAddress, candidate: Candidate, *, intent: bytes) -> Link:
+        assert candidate.remote is not None
+        node, conf = self.node, self.node.conf
+        token = secrets.token_bytes(16)
+        learned: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        endpoint: RelayEndpoint | None = None
+
+        def on_data(source: tuple[str, int], data: bytes) -> None:
+            if probe_token(data) == token:
+                if not learned.done():
+                    learned.set_result(source)
+                return  # later probes are retransmissions
+            if endpoint is not None:
+                endpoint.feed(source, data)
+
+        client = TurnClient(
+            candidate.remote,
+            str(conf["turn_username"]),
+            str(conf["turn_password"]),
+            timeout=float(conf["turn_timeout"]),
+            keepalive=float(conf["turn_keepalive"]),
+            on_data=on_data,
+        )
+        try:
+            begin = time.perf_counter()
+            await client.allocate()
+            allocated = time.perf_counter() - begin
+            # The permission and the offer travel at once: the peer repeats its probes,
+            # so one that beats the permission costs a retransmission, not a failure.
+            offer = RelayOffer(token, client.relayed).encode()
+            await asyncio.gather(self._permit(client, peer), self._offer(peer, offer))
+            source = await learned
+            endpoint = RelayEndpoint(node, client)
+            self._endpoints.add(endpoint)
+            # Data goes by Send indication until the channel is confirmed (RFC 8656 12).
+            bind = asyncio.ensure_future(client.bind_channel(source))
+            link = await node.udp.dial(
+                endpoint,  # type: ignore[arg-type]
+                source,
+                expected_identity=peer.public_key,
+                intent=intent,
+                method=self.name,
+            )
+            with contextlib.suppress(TurnError):
+                await bind
+        except BaseException:
+            if endpoint is not None:
+                self._endpoints.discard(endpoint)
+                await endpoint.aclose("attempt failed")
+            else:
+                await client.aclose("attempt failed")
+            raise
+        log.info(
+            "relayed link to %s via %s: allocation %.1f ms, total %.1f ms",
+            peer.public_key.hex()[:16],
+            client.relayed,
+            allocated * 1000,
+            (time.perf_counter() - begin) * 1000,
+        )
+        self._tie(link, endpoint)
+        return link
+
+    async def _permit(self, client: TurnClient, peer: NodeAddress) -> None:
+        ips = _permit_ips(peer)
+        try:
+            await client.create_permission((ip, 0) for ip in ips)
+        except TurnError as exc:
+            if exc.code != 403 or len(ips) == 1:
+                raise
+            # The server refuses one of the addresses (a range it forbids): permit
+            # the others one by one.
+            for ip in ips:
+                with contextlib.suppress(TurnError):
+                    await client.create_permission([(ip, 0)])
+            if not client._permissions:
+                raise
+
+    async def _offer(self, peer: NodeAddress, offer: bytes) -> None:
+        hints = [h.value for h in peer.hints if h.kind == HintKind.SIGNAL]
+        errors = []
+        for transport in self.node.signal_transports.values():
+            try:
+                await transport.send(peer.public_key, offer, hints=hints)
+                return
+            except (ConnectionError, WarpgateError, OSError) as exc:
+                errors.append(f"{transport.name}: {exc}")
+        raise ConnectionError("no signal transport reached the peer: " + "; ".join(errors))
+
+    def _tie(self, link: Link, endpoint: RelayEndpoint) -> None:
+        """The allocation lives as long as the link, and the link no longer than it."""
+        client = endpoint.client
+
+        def relay_lost(reason: str) -> None:
+            if not link.closed:
+                self.node.spawn(link.close(f"relay lost: {reason}"), name="close relayed link")
+
+        client.on_closed = relay_lost
+
+        async def release() -> None:
+            await link._closed.wait()
+            try:
+                await endpoint.aclose("link closed")
+            finally:
+                self._endpoints.discard(endpoint)
+
+        self.node.spawn(release(), name="release relay")
+
+    # -- peer side ------------------------------------------------------------------
+
+    def _on_signal(self, sender: bytes, payload: bytes) -> None:
+        if not is_relay_offer(payload):
+            return
+        try:
+            offer = decode_relay_offer(payload)
+        except SignalMessageError as exc:
+            log.info("ignored a malformed relay offer: %s", exc)
+            return
+        if len(self._tasks) >= MAX_PROBING:
+            log.warning("ignored a relay offer: %d already being answered", len(self._tasks))
+            return
+        if offer.transport != "udp":
+            log.info("ignored a relay offer over %s (not supported)", offer.transport)
+            return
+        task = asyncio.create_task(self._probe(offer), name="relay probes")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _probe(self, offer: RelayOffer) -> None:
+        listener = self._listener_for(offer.relayed[0])
+        if listener is None:
+            log.info("relay offer for %s: no listening UDP socket of its family", offer.relayed)
+            return
+        now = time.monotonic()
+        self.probed = {a: t for a, t in self.probed.items() if now - t < RELAY_MEMORY}
+        self.probed[offer.relayed] = now
+        probe = encode_probe(offer.token)
+        begin = time.monotonic()
+        for at in PROBE_SCHEDULE:
+            delay = at - (time.monotonic() - begin)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self._answered(offer.relayed):
+                return
+            if listener.udp is None or listener.udp.is_closing():
+                return
+            listener.udp.sendto(probe, offer.relayed)
+
+    def _answered(self, relayed: tuple[str, int]) -> bool:
+        return any(link.path.remote == relayed for link in self.node.udp.links.values())
+
+    def _listener_for(self, ip_text: str) -> Listener | None:
+        ip = ipaddress.ip_address(ip_text)
+        usable = [
+            lst
+            for lst in self.node.listeners
+            if lst.ip.version == ip.version and lst.udp is not None and not lst.udp.is_closing()
+        ]
+        usable.sort(key=lambda lst: lst.ip.is_loopback != ip.is_loopback)
+        return usable[0] if usable else None
+
+
+def _permit_ips(peer: NodeAddress) -> list[str]:
+    """The IPv4 addresses the peer's datagrams may come from: external addresses when
+    known, the interface addresses otherwise (a public host, or a peer on this LAN)."""
+    ips: list[str] = []
+    for iface in peer.interfaces:
+        if iface.family != 4:
+            continue
+        for ip in (iface.ext_ip, iface.nic_ip):
+            if ip is not None and str(ip) not in ips:
+                ips.append(str(ip))
+    return ips
+
+
+_methods: weakref.WeakKeyDictionary[Node, TurnMethod] = weakref.WeakKeyDictionary()
+
+
+@hookimpl
+def warpgate_link_established(node: Node, link: Any) -> None:
+    """On the peer side, a link that arrives from a relayed address we probed is a
+    relayed link: say so in its path."""
+    method = _methods.get(node)
+    if method is None or link.path.relayed or link.path.transport != "udp":
+        return
+    if link.path.remote in method.probed:
+        link.path = dataclasses.replace(link.path, relayed=True, method="turn")
+
+
+@hookimpl
+def warpgate_conf_defaults() -> Mapping[str, Any]:
+    return {
+        "turn_servers": [],
+        "turn_username": "",
+        "turn_password": "",
+        "turn_timeout": 5.0,
+        "turn_keepalive": 10.0,
+    }
+
+
+@hookimpl
+def warpgate_register_traversal_methods() -> list[TraversalMethodInfo]:
+    return [
+        TraversalMethodInfo(
+            name="turn",
+            factory=TurnMethod,
+            cost=90,
+            transports=("udp",),
+            description="relay through a TURN server (RFC 8656), end-to-end encrypted",
+        )
+    ]
