@@ -44,6 +44,7 @@ from warpgate.sansio.link_records import (
     RecordStreamParser,
 )
 from warpgate.sansio.noise import MAX_MESSAGE, NoiseError, NoiseHandshake, generate_static_key
+from warpgate.sansio.noise import public_key as noise_public_key
 
 HANDSHAKE_ERRORS = (LinkProtocolError, LinkAuthError)
 
@@ -122,9 +123,7 @@ def test_initiator_handshake_only_raises_documented_errors(msg2: bytes) -> None:
 
 
 PAYLOAD_SEEDS = [ALICE.payload(b"intent", plaintext=True), BOB.payload()]
-ALICE_STATIC = __import__("warpgate.sansio.noise", fromlist=["public_key"]).public_key(
-    ALICE.noise_static
-)
+ALICE_STATIC = noise_public_key(ALICE.noise_static)
 
 
 @FUZZ

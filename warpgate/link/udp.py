@@ -278,8 +278,14 @@ class UdpLinks:
             return
         self._expire_responses()
         if len(self._responses) >= MAX_PENDING_RESPONSES:
+            # Evict the oldest half-open handshake rather than refuse the new one: with
+            # refusal, a few hundred spoofed first messages would lock every real peer
+            # out for handshake_timeout; with eviction a real peer only needs its third
+            # message back within the time the attacker takes to send this many.
+            oldest = next(iter(self._responses))
+            stale = self._responses.pop(oldest)
+            self._by_peer.pop((stale.remote, stale.peer_index), None)
             self.dropped += 1
-            return
         hs = LinkHandshake(
             self.node.link_identity,
             initiator=False,

@@ -1,0 +1,110 @@
+"""Denial-of-service limits of a node (docs/security.md, "Denial of service"): what one
+attacker can hold, and that real peers are served meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+from warpgate import Node, auto_connect
+from warpgate.link import udp as udp_mod
+from warpgate.link.tcp import LINK_MAGIC
+from warpgate.node import node as node_mod
+
+
+async def _echo_round_trip(a: Node, b: Node, transport: str = "tcp") -> None:
+    link, _ = await auto_connect(a, b.address(), transport=transport, timeout=5)  # type: ignore[arg-type]
+    inbound = await b.accept(timeout=5)
+    await link.send(b"ping")
+    assert await inbound.recv(5) == b"ping"
+    await link.close()
+    await inbound.close()
+
+
+async def test_stalled_tcp_handshakes_are_dropped_after_the_handshake_timeout(
+    pair: tuple[Node, Node],
+) -> None:
+    a, b = pair
+    b.conf["handshake_timeout"] = 0.5
+    before = b.dropped_connections
+    stalled = [await asyncio.open_connection("127.0.0.1", b.listen_port) for _ in range(40)]
+    for _reader, writer in stalled:
+        writer.write(LINK_MAGIC)  # then nothing
+    await _echo_round_trip(a, b)  # served meanwhile
+    async with asyncio.timeout(5):
+        while b.dropped_connections < before + 40:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    for reader, writer in stalled:
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # closed by the node
+        writer.close()
+
+
+async def test_unaccepted_inbound_links_are_capped(pair: tuple[Node, Node]) -> None:
+    """Links nobody accept()s queue up to INBOUND_BACKLOG; more are closed, not kept."""
+    a, b = pair
+    links = []
+    for _ in range(node_mod.INBOUND_BACKLOG + 3):
+        link, _ = await auto_connect(a, b.address(), methods=["direct"], timeout=5)
+        links.append(link)
+    assert b._inbound.qsize() == node_mod.INBOUND_BACKLOG
+    async with asyncio.timeout(5):
+        while sum(link.closed for link in links) < 3:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    assert "backlog full" in " ".join(link._close_reason for link in links if link.closed)
+
+
+async def test_udp_handshake_flood_is_bounded_and_real_peers_still_connect(
+    pair: tuple[Node, Node],
+) -> None:
+    """Spoofed first handshake messages hold at most MAX_PENDING_RESPONSES half-open
+    handshakes, and a real peer arriving after the flood still gets its link."""
+    a, b = pair
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+        for i in range(udp_mod.MAX_PENDING_RESPONSES * 2):
+            packet = bytes([udp_mod.HS1]) + i.to_bytes(4, "big") + os.urandom(32)
+            attacker.sendto(packet, ("127.0.0.1", b.listen_port))
+            if i % 64 == 63:
+                await asyncio.sleep(0.01)  # let the node drain its socket
+    await asyncio.sleep(0.3)
+    assert len(b.udp._responses) <= udp_mod.MAX_PENDING_RESPONSES
+    await _echo_round_trip(a, b, "udp")
+
+
+@pytest.mark.parametrize("size", [1, 40_000, 70_000])
+async def test_garbage_on_the_tcp_port_does_not_stop_service(
+    pair: tuple[Node, Node], size: int
+) -> None:
+    a, b = pair
+    writers = []
+    for _ in range(10):
+        _reader, writer = await asyncio.open_connection("127.0.0.1", b.listen_port)
+        writer.write(os.urandom(size))
+        writers.append(writer)
+    await _echo_round_trip(a, b)
+    for writer in writers:
+        writer.close()
+
+
+async def test_udp_garbage_flood_is_dropped_and_real_peers_still_connect(
+    pair: tuple[Node, Node],
+) -> None:
+    a, b = pair
+    listener = b.listeners[0]
+    junk = [os.urandom(n) for n in (1, 40, 200, 1200)]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+        attacker.setblocking(False)
+        for i in range(4000):
+            try:
+                attacker.sendto(junk[i % 4], ("127.0.0.1", b.listen_port))
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+    await _echo_round_trip(a, b, "udp")
+    assert listener.udp_protocol is not None
+    queued = listener.udp_protocol.queue.qsize()
+    assert queued <= 1024  # the bound held
+    async with asyncio.timeout(5):  # what reached the node was counted and dropped
+        while b.dropped_datagrams + listener.udp_protocol.dropped == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
