@@ -80,6 +80,9 @@ class Link:
         self._close_reason = ""
         # Set by the node for inbound links: message callbacks, and its link registry.
         self._on_message: Callable[[bytes, Link], Awaitable[bool]] | None = None
+        # Whether _on_message wants this message (None: always): lets messages nobody
+        # has a callback for skip the await.
+        self._on_message_wanted: Callable[[], bool] | None = None
         self._on_closed: Callable[[Link], None] | None = None
         self._accepted = True
         # Datagram links drop what the reader cannot keep up with instead of pushing back.
@@ -226,6 +229,45 @@ class Link:
         event = self._codec.open(record)
         if event is None:
             return True
+        return await self._handle_event(event)
+
+    def _receive_now(self, records: list[tuple[int, bytes]]) -> list[object]:
+        """Open ``records`` and deliver every message that needs no await, right in the
+        transport's callback (saving the reader task a loop turn per message).
+
+        Returns what the reader task must still handle, in order: from the first event
+        that needs an await (already opened, so it is passed as an event) onward, or a
+        :class:`_ReceiveFailed` when a record fails to open."""
+        on_message = self._on_message
+        if on_message is not None and self._on_message_wanted is not None:
+            if not self._on_message_wanted():
+                on_message = None
+        queue = self._queue
+        for index, record in enumerate(records):
+            try:
+                event = self._codec.open(record)
+            except LinkProtocolError as exc:
+                return [_ReceiveFailed(exc)]
+            if event is None:
+                continue
+            if type(event) is Message and on_message is None and not queue.full():
+                self.messages_received += 1
+                self.bytes_received += len(event.data)
+                queue.put_nowait(event.data)
+                continue
+            return [event, *records[index + 1 :]]
+        return []
+
+    async def _handle_item(self, item: object) -> bool:
+        """One item a transport queued for the reader task: a record, an event
+        :meth:`_receive_now` opened, or a failure to raise in the reader."""
+        if isinstance(item, tuple):
+            return await self._handle_record(item)  # type: ignore[arg-type]
+        if isinstance(item, _ReceiveFailed):
+            raise item.error
+        return await self._handle_event(item)  # type: ignore[arg-type]
+
+    async def _handle_event(self, event: object) -> bool:
         if isinstance(event, Message):
             self.messages_received += 1
             self.bytes_received += len(event.data)
@@ -252,6 +294,13 @@ class Link:
             self._close_reason = f"(closed by peer{': ' + event.reason if event.reason else ''})"
             return False
         raise LinkProtocolError(f"unexpected event {event!r}")
+
+
+@dataclass(frozen=True)
+class _ReceiveFailed:
+    """A record that failed to open in the transport callback; the reader raises it."""
+
+    error: LinkProtocolError
 
 
 class LinkStream:

@@ -103,11 +103,15 @@ class LinkConnection(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._eof = True
         self._records_ready.set()
+        if self.link is not None:
+            self.link.wake_reader()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
         self._records_ready.set()
+        if self.link is not None:
+            self.link.wake_reader()
         self._writable.set()
         if not self.ready.done():
             self._settle(
@@ -208,6 +212,8 @@ class LinkConnection(asyncio.Protocol):
                 return
         self._records += records
         self._records_ready.set()
+        if link is not None:
+            link.wake_reader()
         if len(self._records) >= PAUSE_AT and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
@@ -258,9 +264,19 @@ class TcpLink(Link):
         # True while the reader task handles queued items: new records must then queue
         # behind them, or messages would be delivered out of order.
         self.reader_busy = False
+        self._reading = False
 
     def start_reading(self) -> None:
-        self._reader_task = asyncio.create_task(self._read_loop(), name=f"link {self.path}")
+        """Records may now be delivered.  The reader task itself starts only when a
+        record needs an await or the stream ends: most messages are delivered straight
+        from the protocol callback, and a task per link costs time and memory."""
+        self._reading = True
+        if self._conn._records or self._conn._eof:
+            self.wake_reader()
+
+    def wake_reader(self) -> None:
+        if self._reader_task is None and self._reading and not self.closed:
+            self._reader_task = asyncio.create_task(self._read_loop(), name=f"link {self.path}")
 
     async def _read_loop(self) -> None:
         reason = "(connection lost)"

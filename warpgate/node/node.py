@@ -117,6 +117,9 @@ class Node:
         # STUN Binding transactions sent from a listening socket, by transaction id
         # (see warpgate.stun.node_binding), and the NAT reports by listener IP.
         self.stun_transactions: dict[bytes, BindingTransaction] = {}
+        # Extra consumers of datagrams on the listening UDP sockets (hole-punching probes):
+        # each returns True when it took the datagram.
+        self.datagram_taps: list[Callable[[bytes, tuple[str, int], Listener], bool]] = []
         self.nat_reports: dict[str, NatReport] = {}
         self.port_mappings: list[PortMapping] = []  # filled by phases 9/12 (port mapping)
         self.signal_transports: dict[str, Any] = {}
@@ -401,11 +404,15 @@ class Node:
         until accepted)."""
         link._accepted = False
         link._on_message = self._on_inbound_message
+        link._on_message_wanted = self._has_message_callbacks
         try:
             self._inbound.put_nowait(link)
         except asyncio.QueueFull:
             log.warning("inbound backlog full: refusing link from %s", link.path.remote)
             self.spawn(link.close("backlog full"), name="close refused link")
+
+    def _has_message_callbacks(self) -> bool:
+        return bool(self._msg_cbs)
 
     async def _on_inbound_message(self, msg: bytes, link: Link) -> bool:
         """Deliver to the message callbacks; True when nobody else will read it."""
@@ -458,6 +465,10 @@ class Node:
             txn = self.stun_transactions.get(data[8:20])
             if txn is not None and txn.feed(data, addr):
                 return
+        if self.datagram_taps and pipe.listener is not None:
+            for tap in self.datagram_taps:
+                if tap(data, addr, pipe.listener):
+                    return
         if await self.udp.datagram_received(data, addr, pipe.listener):
             return
         self.dropped_datagrams += 1

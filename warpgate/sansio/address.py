@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import ipaddress
 import struct
 import zlib
@@ -578,4 +579,11 @@ def parse_address(value: NodeAddress | BytesLike | str) -> NodeAddress:
         return value
     if isinstance(value, str):
         return _from_text(value)
+    if type(value) is bytes:
+        return _decode_cached(value)
     return _decode(value)
+
+
+# A node dials the same few addresses again and again; decoding one is pure and the
+# result immutable, so it is decoded once.  Malformed input raises and is not cached.
+_decode_cached = functools.lru_cache(maxsize=256)(_decode)

@@ -191,8 +191,9 @@ class RecordStreamParser:
             pos += take
             if take < missing:
                 return records
-            records.append((buf[0], bytes(buf[self.HEADER :])))
-            buf.clear()
+            # Hand the buffer itself out (no copy) and start a fresh one.
+            records.append((buf[0], memoryview(buf)[self.HEADER :]))  # type: ignore[arg-type]
+            self._buffer = buf = bytearray()
         end = len(data)
         while end - pos >= self.HEADER:
             size = (data[pos + 1] << 8) | data[pos + 2]
