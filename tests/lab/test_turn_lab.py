@@ -1,0 +1,179 @@
+"""The ``turn`` traversal method through real NATs in the lab, against the lab's coturn
+(long-term credentials): symmetric <-> symmetric connects by relay, chosen first because
+both NATs are symmetric; wrong credentials and a relay that goes away are clear errors in
+bounded time."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from warpgate import NODE_TEST_CONF, ConnectError, Node, auto_connect, dict_child
+
+pytestmark = pytest.mark.lab
+
+TIMEOUT = 20.0
+SECRET = b"relayed end to end"
+
+
+def conf(lab: Any, name: str, **extra: Any) -> dict[str, Any]:
+    stun = lab.servers["stun"]
+    server = f"{stun['host']}:{stun['port']}"
+    return dict_child(
+        {
+            "identity_name": name,
+            "sig_pipe_no": 1,
+            "plugins": {"signal": ["memory"]},
+            "enable_stun_clients": True,  # NAT types: symmetric on both sides
+            "stun_servers": [server],
+            "turn_servers": [server],
+            "turn_username": stun["username"],
+            "turn_password": stun["password"],
+            **extra,
+        },
+        NODE_TEST_CONF,
+    )
+
+
+async def serve(
+    lab: Any, name: str, address_out: concurrent.futures.Future[bytes]
+) -> dict[str, Any]:
+    async with Node(port=0, conf=conf(lab, name)) as node:
+        await node.start()
+        address_out.set_result(node.address())
+        link = await node.accept(timeout=TIMEOUT)
+        msg = await link.recv(timeout=TIMEOUT)
+        await link.send(b"echo:" + msg)
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await link.recv(timeout=TIMEOUT)  # until the dialler closes
+        return {"path": str(link.path), "kind": link.path.kind, "nat": _nat(node)}
+
+
+def _nat(node: Node) -> list[str]:
+    return sorted(r.nat_type.name for r in node.nat_reports.values())
+
+
+async def dial(
+    lab: Any, name: str, address_in: concurrent.futures.Future[bytes], extra: dict[str, Any]
+) -> dict[str, Any]:
+    async with Node(port=0, conf=conf(lab, name, **extra.pop("conf", {}))) as node:
+        await node.start()
+        address = await asyncio.wrap_future(address_in)
+        begin = time.monotonic()
+        try:
+            link, method = await auto_connect(
+                node, address, transport="udp", timeout=TIMEOUT, **extra
+            )
+        except ConnectError as exc:
+            return {"error": str(exc), "took": time.monotonic() - begin}
+        took = time.monotonic() - begin
+        await link.send(SECRET)
+        echo = await link.recv(timeout=TIMEOUT)
+        out = {
+            "method": method,
+            "kind": link.path.kind,
+            "echo": echo,
+            "took": took,
+            "nat": _nat(node),
+            "trace": [a.describe() for a in link.trace],
+            "first": link.trace[0].method,
+        }
+        await link.close()
+        return out
+
+
+async def _pair(lab: Any, **extra: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+    served, dialled = await asyncio.gather(
+        lab.arun("b", serve, lab, "srv", address, timeout=60),
+        lab.arun("a", dial, lab, "cli", address, extra, timeout=60),
+    )
+    return served, dialled
+
+
+async def test_symmetric_to_symmetric_connects_through_the_relay_first(lab_factory: Any) -> None:
+    lab = lab_factory(("symmetric", "symmetric"))
+    served, dialled = await _pair(lab)
+    assert dialled.get("error") is None, dialled
+    assert dialled["nat"] == ["SYMMETRIC"] and served["nat"] == ["SYMMETRIC"]
+    assert dialled["method"] == "turn" and dialled["kind"] == "relay", dialled["trace"]
+    assert dialled["first"] == "turn", "both NATs symmetric: the relay starts at once"
+    assert dialled["echo"] == b"echo:" + SECRET
+    assert served["kind"] == "relay"
+    # Bob talks to the relay, never to Alice's NAT.
+    assert lab.servers["stun"]["host"] in served["path"]
+
+
+async def test_wrong_credentials_fail_clearly_in_bounded_time(lab_factory: Any) -> None:
+    lab = lab_factory(("symmetric", "symmetric"))
+    address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+
+    async def hold(lab: Any, name: str) -> None:
+        async with Node(port=0, conf=conf(lab, name)) as node:
+            await node.start()
+            address.set_result(node.address())
+            await asyncio.sleep(8)
+
+    extra = {"methods": ["turn"], "conf": {"turn_password": "not-it"}}
+    _held, dialled = await asyncio.gather(
+        lab.arun("b", hold, lab, "held", timeout=30),
+        lab.arun("a", dial, lab, "cli", address, extra, timeout=30),
+    )
+    assert "rejected the credentials" in dialled["error"]
+    assert dialled["took"] < 5
+
+
+async def test_relay_going_away_closes_the_link_with_a_reason(lab_factory: Any) -> None:
+    lab = lab_factory(("symmetric", "symmetric"))
+    pid = lab.servers["stun"]["pid"]
+    address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+    connected: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    async def hold(lab: Any, name: str) -> None:
+        async with Node(port=0, conf=conf(lab, name)) as node:
+            await node.start()
+            address.set_result(node.address())
+            link = await node.accept(timeout=TIMEOUT)
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await link.recv(timeout=TIMEOUT)
+
+    async def use(lab: Any, name: str) -> dict[str, Any]:
+        extra = {"turn_keepalive": 1.0, "turn_timeout": 2.0}
+        async with Node(port=0, conf=conf(lab, name, **extra)) as node:
+            await node.start()
+            link, _ = await auto_connect(
+                node,
+                await asyncio.wrap_future(address),
+                methods=["turn"],
+                transport="udp",
+                timeout=TIMEOUT,
+            )
+            connected.set_result(None)
+            await asyncio.sleep(0.5)  # the relay is stopped meanwhile
+            begin = time.monotonic()
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await link.recv(timeout=10)
+            return {
+                "closed": link.closed,
+                "reason": link._close_reason,
+                "took": time.monotonic() - begin,
+            }
+
+    async def stop_relay() -> None:
+        await asyncio.wrap_future(connected)
+        os.kill(pid, signal.SIGTERM)
+
+    _held, used, _ = await asyncio.gather(
+        lab.arun("b", hold, lab, "held", timeout=40),
+        lab.arun("a", use, lab, "user", timeout=40),
+        stop_relay(),
+    )
+    assert used["closed"] and "relay lost" in used["reason"], used
+    assert used["took"] < 5
