@@ -1,9 +1,11 @@
 """``warpgate serve``: run the infrastructure a deployment needs, embedded.
 
-``warpgate serve stun --listen IP[:PORT] [--alternate IP[:PORT]]`` runs a STUN server
-(RFC 5780 behaviour tests with an alternate address); ``warpgate serve mqtt --listen
-IP[:PORT]`` runs the embedded MQTT broker for signalling.  Each prints what it serves and
-the conf a node needs to use it, then runs until Ctrl-C or SIGTERM (exit status 0).
+``warpgate serve`` alone runs everything in one process: a PNP name server, a STUN
+server and the embedded MQTT broker (``--no-pnp``, ``--no-stun``, ``--no-mqtt`` switch
+one off).  ``warpgate serve pnp|stun|mqtt --listen IP[:PORT]`` runs one service with
+its own options.  Each prints what it serves and the conf a node needs to use it, then
+runs until Ctrl-C or SIGTERM (exit status 0); a port in use is a one-line error and
+exit status 1.
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from warpgate.errors import UnavailableError
+from warpgate.serve.stack import (
+    MQTT_PORT,
+    PNP_PORT,
+    STUN_PORT,
+    ServeError,
+    ServeOptions,
+    ServeStack,
+)
 
 log = logging.getLogger(__name__)
-
-STUN_PORT = 3478
-MQTT_PORT = 1883
 
 
 def parse_endpoint(text: str) -> tuple[str, int | None]:
@@ -65,18 +72,94 @@ def _fmt(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
+def _default_db() -> str:
+    from warpgate.identity.paths import default_install_path
+
+    return str(default_install_path() / "pnp.db")
+
+
+def _add_pnp_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        default=None,
+        metavar="PATH|URL",
+        help="name store: a SQLite file (default: pnp.db in the data directory, "
+        "$WARPGATE_HOME), sqlite:///path or postgresql://user:pass@host/db",
+    )
+    parser.add_argument(
+        "--names-per-ip",
+        type=int,
+        default=20,
+        help="live names one IPv4 address or IPv6 /64 may hold (default 20)",
+    )
+    parser.add_argument(
+        "--pnp-rate", type=float, default=50.0, help="PNP requests per second per address"
+    )
+    parser.add_argument("--pnp-burst", type=float, default=100.0, help="PNP token bucket size")
+    parser.add_argument(
+        "--max-ttl", type=int, default=30 * 86400, help="longest name lifetime, seconds"
+    )
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser(
         "serve",
-        help="run infrastructure: a STUN server, an MQTT broker",
+        help="run infrastructure: PNP names + STUN + MQTT broker, or one of them",
         description=(
-            "Run a piece of infrastructure in this process until Ctrl-C: a STUN server "
-            "(with two addresses it answers RFC 5780 NAT behaviour tests) or the embedded "
-            "MQTT broker for signalling.  Each prints the conf nodes need to use it."
+            "Run infrastructure in this process until Ctrl-C.  Without a SERVICE: a PNP "
+            "name server, a STUN server and the embedded MQTT broker together (switch "
+            "one off with --no-pnp, --no-stun, --no-mqtt).  With a SERVICE: only that one.  "
+            "Prints the conf nodes need to use what runs."
         ),
     )
+    parser.add_argument(
+        "--listen",
+        dest="all_listen",
+        type=parse_endpoint,
+        default=("127.0.0.1", None),
+        metavar="IP",
+        help="address every service listens on (default 127.0.0.1; 0.0.0.0 or :: for all)",
+    )
+    parser.add_argument("--no-pnp", action="store_true", help="no PNP name server")
+    parser.add_argument("--no-stun", action="store_true", help="no STUN server")
+    parser.add_argument("--no-mqtt", action="store_true", help="no MQTT broker")
+    parser.add_argument(
+        "--pnp-port", type=int, default=PNP_PORT, help=f"PNP port, UDP+TCP (default {PNP_PORT})"
+    )
+    parser.add_argument(
+        "--stun-port", type=int, default=STUN_PORT, help=f"STUN port (default {STUN_PORT})"
+    )
+    parser.add_argument(
+        "--mqtt-port", type=int, default=MQTT_PORT, help=f"MQTT port (default {MQTT_PORT})"
+    )
+    parser.add_argument(
+        "--stun-alternate",
+        metavar="IP",
+        default=None,
+        help="a second IP of this host: the STUN server then answers RFC 5780 tests",
+    )
+    _add_pnp_options(parser)
     services = parser.add_subparsers(dest="service", metavar="SERVICE")
-    parser.set_defaults(func=lambda args: _print_help(parser))
+    parser.set_defaults(func=cmd_all)
+
+    pnp_parser = services.add_parser(
+        "pnp",
+        help="a PNP name server (nicknames), on SQLite or PostgreSQL",
+        description=(
+            "Serve PNP (Peer Name Protocol) over UDP and TCP on one port: signed "
+            "registrations of nicknames, first key owns a name until it expires.  "
+            "Storage on a SQLite file or a PostgreSQL database (--db URL)."
+        ),
+    )
+    pnp_parser.add_argument(
+        "--listen",
+        required=True,
+        type=parse_endpoint,
+        metavar="IP[:PORT]",
+        help=f"address to listen on (port {PNP_PORT} if omitted; 0 = any free port)",
+    )
+    _add_pnp_options(pnp_parser)
+    pnp_parser.set_defaults(func=cmd_pnp)
 
     stun_parser = services.add_parser(
         "stun",
@@ -120,11 +203,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help=f"address to listen on (port {MQTT_PORT} if omitted; 0 = any free port)",
     )
     mqtt_parser.set_defaults(func=cmd_mqtt)
-
-
-def _print_help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _error(text: str) -> int:
@@ -231,4 +309,64 @@ async def _run_mqtt(args: argparse.Namespace) -> int:
     print("client conf:")
     print(f'  "mqtt_brokers": {json.dumps([broker.url])}', flush=True)
     await _serve_until_signal(broker.stop)
+    return 0
+
+
+# ---------------------------------------------------------------------- pnp and all
+
+
+def _options(args: argparse.Namespace, **overrides: Any) -> ServeOptions:
+    return ServeOptions(
+        store=args.db or _default_db(),
+        names_per_ip=args.names_per_ip,
+        rate=args.pnp_rate,
+        burst=args.pnp_burst,
+        max_ttl=args.max_ttl,
+        **overrides,
+    )
+
+
+def cmd_pnp(args: argparse.Namespace) -> int:
+    ip, port = args.listen
+    options = _options(
+        args, host=ip, pnp_port=PNP_PORT if port is None else port, stun=False, mqtt=False
+    )
+    return asyncio.run(_run_stack(options))
+
+
+def cmd_all(args: argparse.Namespace) -> int:
+    ip, port = args.all_listen
+    if port is not None:
+        return _error("--listen takes an IP only here; set ports with --pnp-port etc.")
+    options = _options(
+        args,
+        host=ip,
+        pnp=not args.no_pnp,
+        stun=not args.no_stun,
+        mqtt=not args.no_mqtt,
+        pnp_port=args.pnp_port,
+        stun_port=args.stun_port,
+        mqtt_port=args.mqtt_port,
+        stun_alternate=args.stun_alternate,
+    )
+    return asyncio.run(_run_stack(options))
+
+
+async def _run_stack(options: ServeOptions) -> int:
+    stack = ServeStack(options)
+    try:
+        await stack.start()
+    except ServeError as exc:
+        return _error(str(exc))
+    try:
+        for line in stack.describe():
+            print(line)
+        if stack.wildcard:
+            print("  (replace the wildcard address with one clients can reach)")
+        print("client conf:")
+        print(json.dumps(stack.client_conf(), indent=2), flush=True)
+    except BaseException:
+        await stack.stop()
+        raise
+    await _serve_until_signal(stack.stop)
     return 0

@@ -69,7 +69,7 @@ class PostgresStore:
 
     def __repr__(self) -> str:
         # never print a password that may be in the URL
-        return f"PostgresStore({_redact(self.url)!r})"
+        return f"PostgresStore({redact_url(self.url)!r})"
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -97,7 +97,7 @@ class PostgresStore:
             await pool.close()
             raise
         self._pool = pool
-        log.info("PNP store open: %s", _redact(self.url))
+        log.info("PNP store open: %s", redact_url(self.url))
 
     async def aclose(self) -> None:
         pool, self._pool = self._pool, None
@@ -178,7 +178,7 @@ class PostgresStore:
         return int(str(status).rsplit(" ", 1)[-1])
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     creds, at, host = rest.rpartition("@")
     if not at or ":" not in creds:

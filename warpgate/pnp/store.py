@@ -112,6 +112,8 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pnp-sqlite")
 
         def connect() -> sqlite3.Connection:
+            if self.path != ":memory:" and not self.path.startswith("file:"):
+                Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
