@@ -161,7 +161,7 @@ def test_resigned_by_someone_else_does_not_decrypt() -> None:
 
 
 def test_malformed() -> None:
-    for data in (b"", b"\x01", b"\x02" + bytes(300), bytes(ENVELOPE_OVERHEAD), "text"):
+    for data in (b"", b"\x01", b"\x03" + bytes(300), bytes(ENVELOPE_OVERHEAD), "text"):
         with pytest.raises(EnvelopeMalformed):
             open_envelope(data, BOB, BOB_PUB, NOW)  # type: ignore[arg-type]
 

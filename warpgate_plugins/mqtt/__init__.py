@@ -55,6 +55,7 @@ def warpgate_conf_defaults() -> Mapping[str, Any]:
         "mqtt_retry_initial": 0.25,  # first retransmission after this, doubling...
         "mqtt_retry_max": 2.0,  # ...up to this
         "mqtt_request_timeout": 10.0,  # default deadline of request(), seconds
+        "mqtt_envelope": "paired",  # "paired" (pair key, fast) or "signed" (ECDSA per message)
         "mqtt_window": 120.0,  # accepted clock difference with senders, both ways, seconds
         "mqtt_replay_cache": 65536,  # envelopes remembered for replay detection
         "mqtt_max_message": 16384,  # largest envelope sent or accepted, bytes

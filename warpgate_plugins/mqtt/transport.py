@@ -34,6 +34,7 @@ from warpgate.interfaces import SignalHandler
 from warpgate.sansio.address import Hint, HintKind
 from warpgate.sansio.envelope import (
     ENVELOPE_OVERHEAD,
+    PAIRED_OVERHEAD,
     EnvelopeBadSignature,
     EnvelopeDecryptError,
     EnvelopeError,
@@ -42,11 +43,13 @@ from warpgate.sansio.envelope import (
     EnvelopeStale,
     EnvelopeTooLarge,
     EnvelopeWrongRecipient,
+    PairKeys,
     ReplayCache,
     make_receipt,
     open_envelope,
     parse_receipt,
     seal_envelope_with_reply_key,
+    seal_paired_envelope,
     verify_receipt,
 )
 from warpgate_plugins.mqtt.brokers import BrokerUrl, hrw_select, parse_broker_url
@@ -245,6 +248,7 @@ class MqttSignal:
         self._heard_via: dict[bytes, OrderedDict[str, None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._replay: ReplayCache | None = None
+        self._pair_keys: PairKeys | None = None
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "sent",
@@ -264,12 +268,21 @@ class MqttSignal:
         )
         self._closed = False
 
+    @property
+    def _paired(self) -> bool:
+        return self.conf["mqtt_envelope"] != "signed"
+
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
         if self.node.private_key is None or not self.node.public_key:
             raise ConfigError("the mqtt signal transport needs the node identity (phase 2)")
         window = float(self.conf["mqtt_window"])
+        if self.conf["mqtt_envelope"] not in ("paired", "signed"):
+            raise ConfigError(
+                f"mqtt_envelope must be 'paired' or 'signed', not {self.conf['mqtt_envelope']!r}"
+            )
+        self._pair_keys = PairKeys(self.node.private_key, self.node.public_key)
         self._replay = ReplayCache(window=window, max_entries=int(self.conf["mqtt_replay_cache"]))
         self.topic = topic_for(self.node.public_key)
         for url in self.conf["mqtt_brokers"] or ():
@@ -475,7 +488,8 @@ class MqttSignal:
         deadline = min(deadline or float("inf"), loop.time() + ack_timeout)
         msg_id = msg_id or secrets.token_bytes(ID_SIZE)
         data = Message(kind, msg_id, bytes(body)).encode()
-        if len(data) + ENVELOPE_OVERHEAD > int(self.conf["mqtt_max_message"]):
+        overhead = PAIRED_OVERHEAD if self._paired else ENVELOPE_OVERHEAD
+        if len(data) + overhead > int(self.conf["mqtt_max_message"]):
             raise ValueError(
                 f"signal payload of {len(body)} bytes exceeds mqtt_max_message "
                 f"({self.conf['mqtt_max_message']} bytes with overhead)"
@@ -542,14 +556,24 @@ class MqttSignal:
                 await asyncio.gather(*waits, return_exceptions=True)
         assert self.node.private_key is not None
         nonce = os.urandom(16)
-        envelope, reply_key = seal_envelope_with_reply_key(
-            data,
-            sender_private_key=self.node.private_key,
-            sender_public_key=self.node.public_key,
-            recipient_public_key=peer_key,
-            now=self._now(),
-            nonce=nonce,
-        )
+        if self._paired:
+            assert self._pair_keys is not None
+            envelope, reply_key = seal_paired_envelope(
+                data,
+                keys=self._pair_keys,
+                recipient_public_key=peer_key,
+                now=self._now(),
+                nonce=nonce,
+            )
+        else:
+            envelope, reply_key = seal_envelope_with_reply_key(
+                data,
+                sender_private_key=self.node.private_key,
+                sender_public_key=self.node.public_key,
+                recipient_public_key=peer_key,
+                now=self._now(),
+                nonce=nonce,
+            )
         # Register before publishing: on loopback the receipt can beat publish()'s return.
         self._pending[nonce] = (reply_key, acked)
         nonces.append(nonce)
@@ -591,6 +615,7 @@ class MqttSignal:
                 float(self.conf["mqtt_window"]),
                 max_size=int(self.conf["mqtt_max_message"]),
                 replay_cache=self._replay,
+                pair_keys=self._pair_keys,
             )
         except EnvelopeError as exc:
             reason = _DROP_REASONS.get(type(exc), "malformed")
