@@ -174,10 +174,18 @@ class TurnClient:
                 raise TurnError("no channel numbers left on this allocation")
             channel = self._next_channel
             self._next_channel += 1
-        await self._request(turn.channel_bind(channel, peer))
+        # The server may relay ChannelData as soon as it has bound the channel, which
+        # can be before our task sees the answer: accept inbound ChannelData on it from
+        # now on.  Outbound uses the channel only once it is confirmed (RFC 8656 12).
+        self._channel_peers[channel] = peer
+        try:
+            await self._request(turn.channel_bind(channel, peer))
+        except BaseException:
+            if self._channels.get(peer) != channel:
+                self._channel_peers.pop(channel, None)
+            raise
         now = time.monotonic()
         self._channels[peer] = channel
-        self._channel_peers[channel] = peer
         self._channel_times[channel] = now
         self._permissions[peer[0]] = now  # a channel binding installs the permission too
         return channel

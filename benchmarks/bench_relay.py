@@ -1,0 +1,186 @@
+"""Relay (TURN) connect time and relayed throughput, in the NAT lab.
+
+Run as root on Linux:  python benchmarks/bench_relay.py [--runs N] [--delay-ms MS]
+
+One ``two-nat`` lab (both NATs symmetric, ``--delay-ms`` added each way on both WAN
+links, the lab's coturn as TURN server), measured in the same run:
+
+* **connect**: ``auto_connect(methods=["turn"], transport="udp")`` from host ``a`` to
+  host ``b`` (symmetric <-> symmetric: only the relay works), N times.  Baseline: the
+  allocation time of the same attempt plus 3 relayed round trips (the median
+  ``link.ping()`` over the relayed link).  Target (issue 9): connect <= baseline.
+* **throughput**: 1,100-byte messages a -> pub over a UDP link, direct vs through the
+  relay; goodput is what the receiver got per second (first to last message).  Target:
+  relayed >= 50% of direct.
+
+The lab is always torn down; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
+from warpgate.lab import Lab, two_nat
+
+MESSAGE = 1100
+DONE = b"done"
+
+
+def conf(lab: Lab, name: str) -> dict[str, Any]:
+    stun = lab.servers["stun"]
+    server = f"{stun['host']}:{stun['port']}"
+    return dict_child(
+        {
+            "identity_name": name,
+            "sig_pipe_no": 1,
+            "plugins": {"signal": ["memory"]},
+            # The external addresses: the relay permits the peer's.
+            "enable_stun_clients": True,
+            "stun_servers": [server],
+            "turn_servers": [server],
+            "turn_username": stun["username"],
+            "turn_password": stun["password"],
+        },
+        NODE_TEST_CONF,
+    )
+
+
+async def responder(
+    lab: Lab, name: str, address_out: concurrent.futures.Future[bytes], links: int
+) -> list[dict[str, Any]]:
+    """Accept ``links`` links one after another; count what each carries until DONE."""
+    reports = []
+    async with Node(port=0, conf=conf(lab, name)) as node:
+        await node.start()
+        address_out.set_result(node.address())
+        for _ in range(links):
+            link = await node.accept(timeout=60)
+            got = 0
+            first = last = 0.0
+            while True:
+                try:
+                    msg = await link.recv(timeout=3)
+                except (TimeoutError, ConnectionError):
+                    break
+                if msg == DONE:
+                    break
+                now = time.perf_counter()
+                first = first or now
+                last = now
+                got += len(msg)
+            reports.append(
+                {"bytes": got, "seconds": max(last - first, 1e-9), "kind": link.path.kind}
+            )
+            await link.send(b"ok")
+    return reports
+
+
+async def connector(
+    lab: Lab, name: str, address_in: concurrent.futures.Future[bytes], plan: list[tuple[str, int]]
+) -> list[dict[str, Any]]:
+    """For each (method, messages): connect, ping 5 times, send the messages, DONE."""
+    out = []
+    async with Node(port=0, conf=conf(lab, name)) as node:
+        await node.start()
+        address = await asyncio.wrap_future(address_in)
+        for method, messages in plan:
+            begin = time.perf_counter()
+            link, _ = await auto_connect(
+                node, address, methods=[method], transport="udp", timeout=20
+            )
+            took = time.perf_counter() - begin
+            timing = dict(node.traversal_methods["turn"].last_timing) if method == "turn" else {}
+            rtts = [await link.ping(timeout=5) for _ in range(5)]
+            payload = b"x" * MESSAGE
+            for i in range(messages):
+                await link.send(payload)
+                if i % 16 == 15:
+                    await asyncio.sleep(0)  # let the loop breathe, as an application would
+            for _ in range(3):
+                await link.send(DONE)
+            try:
+                await link.recv(timeout=8)
+            except (TimeoutError, ConnectionError):
+                pass
+            await link.close()
+            out.append(
+                {"method": method, "connect": took, "rtt": statistics.median(rtts), **timing}
+            )
+    return out
+
+
+def run_pair(lab: Lab, server: str, client: str, plan: list[tuple[str, int]]) -> tuple[Any, Any]:
+    address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+
+    async def both() -> tuple[Any, Any]:
+        return await asyncio.gather(
+            lab.arun(server, responder, lab, f"srv-{server}", address, len(plan), timeout=600),
+            lab.arun(client, connector, lab, f"cli-{client}", address, plan, timeout=600),
+        )
+
+    return asyncio.run(both())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--delay-ms", type=float, default=10.0, help="one-way delay per WAN link")
+    parser.add_argument("--messages", type=int, default=5000, help="messages per throughput run")
+    args = parser.parse_args()
+    topology = two_nat("symmetric", "symmetric").with_delay(
+        {"nat_a": (args.delay_ms, 0.0), "nat_b": (args.delay_ms, 0.0)}
+    )
+    t0 = time.perf_counter()
+    with Lab(topology) as lab:
+        up = time.perf_counter() - t0
+        print(f"lab up in {up:.1f} s; symmetric <-> symmetric, {args.delay_ms:g} ms each way")
+        _served, connects = run_pair(lab, "b", "a", [("turn", 20)] * args.runs)
+        served, _ = run_pair(
+            lab, "pub", "a", [("direct", args.messages), ("turn", args.messages)] * 2
+        )
+
+    print("\nconnect a -> b through the relay (ms):")
+    ratios = []
+    for i, c in enumerate(connects):
+        baseline = c["allocate"] + 3 * c["rtt"]
+        ratios.append(c["connect"] / baseline)
+        print(
+            f"  run {i + 1}: connect {c['connect'] * 1000:6.1f}  "
+            f"allocation {c['allocate'] * 1000:6.1f}  relayed RTT {c['rtt'] * 1000:6.1f}  "
+            f"baseline {baseline * 1000:6.1f}  ratio {ratios[-1]:.2f}"
+        )
+    connect = statistics.median(c["connect"] for c in connects)
+    base = statistics.median(c["allocate"] + 3 * c["rtt"] for c in connects)
+    ratio = statistics.median(ratios)
+    verdict = "met" if ratio <= 1.0 else "MISSED"
+    print(
+        f"median connect {connect * 1000:.1f} ms vs allocation + 3 relayed RTT "
+        f"{base * 1000:.1f} ms: {ratio:.2f}x (target <= 1.0x: {verdict})"
+    )
+
+    print(f"\nthroughput a -> pub, {args.messages} x {MESSAGE} B messages over a UDP link:")
+    rates: dict[str, list[float]] = {"direct": [], "relay": []}
+    for s in served:
+        rate = s["bytes"] / s["seconds"] / 1e6
+        rates[s["kind"]].append(rate)
+        share = s["bytes"] / (args.messages * MESSAGE)
+        print(f"  {s['kind']:<6} {rate:7.2f} MB/s  ({share:.0%} delivered)")
+    direct, relay = statistics.median(rates["direct"]), statistics.median(rates["relay"])
+    share = relay / direct
+    verdict = "met" if share >= 0.5 else "MISSED"
+    print(f"relayed / direct goodput: {share:.0%} (target >= 50%: {verdict})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
