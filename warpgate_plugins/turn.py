@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from warpgate.errors import WarpgateError
 from warpgate.interfaces import Candidate, Transport
+from warpgate.net.scope import is_lan_only
 from warpgate.plugin import hookimpl
 from warpgate.plugin.types import TraversalMethodInfo
 from warpgate.sansio.address import HintKind, NatType
@@ -112,12 +113,11 @@ class TurnMethod:
         node = self.node
         if transport != "udp" or not self.servers or not node.signal_transports:
             return []
-        if not _permit_ips(peer):
-            return []
         cost = COST_RELAY_FIRST if self._both_hopeless(peer) else COST_RELAY
         return [
             Candidate(self.name, "udp", server, None, cost + i * 0.01, "relay", 4)
             for i, server in enumerate(self.servers)
+            if _relay_can_see(peer, server)
         ]
 
     def _both_hopeless(self, peer: NodeAddress) -> bool:
@@ -300,6 +300,20 @@ def _permit_ips(peer: NodeAddress) -> list[str]:
             if ip is not None and str(ip) not in ips:
                 ips.append(str(ip))
     return ips
+
+
+def _relay_can_see(peer: NodeAddress, server: tuple[str, int]) -> bool:
+    """Whether one of the addresses we would permit can be the one the relay sees the
+    peer's datagrams come from: an external address (measured by STUN), a public
+    interface address, or any address when the relay is itself on a private network.
+    A peer behind a NAT that never measured its external address cannot be permitted
+    (its probes would be dropped), so no candidate is offered for it."""
+    if is_lan_only(ipaddress.ip_address(server[0])):
+        return bool(_permit_ips(peer))
+    for iface in peer.interfaces:
+        if iface.family == 4 and (iface.ext_ip is not None or not is_lan_only(iface.nic_ip)):
+            return True
+    return False
 
 
 _methods: weakref.WeakKeyDictionary[Node, TurnMethod] = weakref.WeakKeyDictionary()

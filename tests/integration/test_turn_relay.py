@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -193,5 +195,17 @@ async def test_no_candidates_without_servers_or_for_tcp(relay_pair: tuple[Node, 
     turn_servers, turn.servers = turn.servers, []
     try:
         assert turn.candidates(peer, transport="udp") == []
+        # A public relay cannot see a peer by its loopback/LAN address, and the peer
+        # measured no external address: its probes could never be permitted.
+        turn.servers = [("203.0.113.10", 3478)]
+        assert turn.candidates(peer, transport="udp") == []
+        with_ext = dataclasses.replace(
+            peer,
+            interfaces=[
+                dataclasses.replace(i, ext_ip=ipaddress.ip_address("198.51.100.20"))
+                for i in peer.interfaces
+            ],
+        )
+        assert len(turn.candidates(with_ext, transport="udp")) == 1
     finally:
         turn.servers = turn_servers
