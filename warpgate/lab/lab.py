@@ -137,6 +137,8 @@ class Lab:
         self.state: LabState | None = None
         self.servers: dict[str, dict[str, Any]] = {}
         self._procs: list[subprocess.Popen[bytes]] = []
+        # How each server was started, so fault tests can stop and restart it.
+        self._server_specs: dict[str, tuple[servers.ServerSpec, subprocess.Popen[bytes]]] = {}
         self._is_up = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -409,6 +411,33 @@ class Lab:
         servers.wait_ready(running, self.workdir)
         for spec, proc in running:
             self.servers[spec.role] = {**spec.info, "pid": proc.pid}
+            self._server_specs[spec.role] = (spec, proc)
+
+    def stop_server(self, role: str) -> None:
+        """Kill one server at once (SIGKILL, the process the lab started): a crash, for
+        fault tests.  :meth:`start_server` brings it back."""
+        if role not in self._server_specs:
+            raise LabError(f"no server {role!r} in this lab (have {sorted(self._server_specs)})")
+        _spec, proc = self._server_specs[role]
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5.0)
+
+    def start_server(self, role: str) -> None:
+        """Start a server :meth:`stop_server` killed, on the same address and config;
+        returns once it answers a real request."""
+        if role not in self._server_specs:
+            raise LabError(f"no server {role!r} in this lab (have {sorted(self._server_specs)})")
+        assert self.workdir is not None and self.state is not None
+        spec, old = self._server_specs[role]
+        if old.poll() is None:
+            raise LabError(f"server {role!r} is still running (pid {old.pid})")
+        proc = self._spawn_tracked(spec.netns, spec.argv, spec.role)
+        servers.wait_ready([(spec, proc)], self.workdir)
+        self._server_specs[role] = (spec, proc)
+        self.servers[role] = {**spec.info, "pid": proc.pid}
+        self.state.servers = self.servers
+        self.state.save()
 
     def _spawn_tracked(
         self, netns: str, argv: Sequence[str], name: str, **kwargs: Any
