@@ -17,6 +17,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
         WARPGATE_HOME=str(tmp_path / "wghome"),
         HOME=str(tmp_path / "home"),
         PYTHONUNBUFFERED="1",
+        TMPDIR=str(tmp_path),  # whatever it creates (a coturn's files) stays in the test's dir
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -13,6 +14,18 @@ from tests.cli.helpers import interrupt, lines, run_cli, spawn_cli
 from warpgate.cli import main
 from warpgate.demo.table import LiveTable
 from warpgate.plugin.manager import make_plugin_manager
+
+
+def _coturn_pids(tmp_path: Path) -> set[int]:
+    """coturn processes whose files are under ``tmp_path`` (the CLI's TMPDIR)."""
+    pids = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(tmp_path).encode() in (proc / "cmdline").read_bytes():
+                pids.add(int(proc.name))
+        except OSError:
+            continue
+    return pids
 
 
 def _installed_methods() -> dict[str, tuple[str, ...]]:
@@ -39,6 +52,9 @@ def test_demo_json_runs_every_installed_method_by_name(tmp_path: Path) -> None:
         assert row["result"] == "ok", row
         assert row["path"].startswith("127.0.0.1:")
         assert row["detail"] == f"bob got: hello bob, alice here via {key[0]}/{key[1]}"
+    if shutil.which("turnserver") or shutil.which("turnserver", path="/usr/bin:/usr/sbin"):
+        turn = rows[("turn", "udp")]  # the private coturn on loopback relays
+        assert turn["result"] == "ok" and turn["path"].endswith("(relayed)"), turn
     assert any("MQTT broker" in line and "mqtt://127.0.0.1:" in line for line in report["infra"])
     # The user's keystore was never touched: keys live in a temporary directory.
     assert not (tmp_path / "wghome").exists()
@@ -64,6 +80,7 @@ def test_demo_ctrl_c_stops_cleanly(tmp_path: Path, delay: float) -> None:
     proc.stdout.readline()  # the program is running (not still importing Python modules)
     time.sleep(delay)  # infrastructure, nodes, the table: any moment must be safe
     code, err = interrupt(proc)
+    assert not _coturn_pids(tmp_path)  # a relay it was starting was stopped too
     # Either it finished first (0) or it was interrupted: one line, non-zero.
     if code != 0:
         assert code == 130

@@ -43,8 +43,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # loopback, say) would only break it up.  -v brings them back.
         for name in ("warpgate", "warpgate_plugins"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        # A client socket reset while the embedded broker stops (Ctrl-C) is expected.
-        for name in ("amqtt", "warpgate_plugins.mqtt.transport.paho"):
+        # A client socket reset while the embedded broker stops (Ctrl-C) is expected, and
+        # amqtt can leave a cancelled task behind for asyncio to report.
+        for name in ("amqtt", "asyncio", "warpgate_plugins.mqtt.transport.paho"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     if args.lab:
         if sys.platform != "linux" or os.geteuid() != 0:

@@ -250,7 +250,7 @@ def quiet_logs(args: argparse.Namespace) -> None:
     if getattr(args, "verbose", 0) == 0:
         for name in ("warpgate", "warpgate_plugins"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        for name in ("amqtt", "warpgate_plugins.mqtt.transport.paho"):
+        for name in ("amqtt", "asyncio", "warpgate_plugins.mqtt.transport.paho"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 

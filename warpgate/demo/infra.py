@@ -1,15 +1,17 @@
 """The infrastructure a pair of nodes needs, embedded in this process on one address.
 
-A PNP name server (SQLite in ``workdir``), a STUN server and, when ``amqtt`` is
-installed (``warpgate[server]``), an MQTT broker for signalling.  :meth:`conf` is the
+A PNP name server (SQLite in ``workdir``), a STUN server, when ``amqtt`` is installed
+(``warpgate[server]``) an MQTT broker for signalling, and when coturn is installed a
+private TURN relay on loopback.  :meth:`conf` is the
 conf that points a node at all three and at nothing else, so nothing leaves the
-machine: no public STUN, MQTT or NTP server, no UPnP.
+machine: no public STUN, MQTT, TURN or NTP server, no UPnP.
 
 Used by ``warpgate demo``, by ``warpgate listen --embedded-infra`` and by the examples.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import json
@@ -32,7 +34,9 @@ def _fmt(host: str, port: int) -> str:
 class EmbeddedInfra:
     """PNP + STUN (+ MQTT) on ``host`` with free ports; an async context manager."""
 
-    def __init__(self, workdir: Path, host: str = "127.0.0.1", *, mqtt: bool = True) -> None:
+    def __init__(
+        self, workdir: Path, host: str = "127.0.0.1", *, mqtt: bool = True, turn: bool = True
+    ) -> None:
         self.workdir = Path(workdir)
         self.host = host
         # Signalling over a real broker when the server extra is there; otherwise the
@@ -41,6 +45,11 @@ class EmbeddedInfra:
         self.pnp: PnpServer | None = None
         self.stun: StunServer | None = None
         self.broker: EmbeddedMqttBroker | None = None
+        # coturn only binds loopback here; it is a subprocess started from a thread.
+        self.want_turn = turn and host == "127.0.0.1"
+        self.turn: Any = None
+        self._turn_stack = contextlib.ExitStack()
+        self._turn_start: asyncio.Future[Any] | None = None
 
     async def __aenter__(self) -> EmbeddedInfra:
         return await self.start()
@@ -65,13 +74,37 @@ class EmbeddedInfra:
                     self.broker = await EmbeddedMqttBroker(self.host, 0).start()
                 finally:
                     amqtt_log.setLevel(saved)
+            if self.want_turn:
+                await self._start_turn()
         except BaseException:
             await self.close()
             raise
         return self
 
+    async def _start_turn(self) -> None:
+        from warpgate.turn.coturn import CoturnUnavailable, loopback_coturn
+
+        def start() -> Any:
+            return self._turn_stack.enter_context(loopback_coturn())
+
+        # Kept so close() can wait for a start that Ctrl-C interrupted: the thread
+        # goes on, and the coturn it starts must still be stopped.
+        self._turn_start = asyncio.ensure_future(asyncio.to_thread(start))
+        try:
+            self.turn = await asyncio.shield(self._turn_start)
+        except CoturnUnavailable as exc:
+            log.info("no TURN relay in the embedded infrastructure: %s", exc)
+
+    async def _stop_turn(self) -> None:
+        if self._turn_start is not None and not self._turn_start.done():
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(self._turn_start), 15)
+        self.turn = None
+        await asyncio.to_thread(self._turn_stack.close)
+
     async def close(self) -> None:
         """Stop every server that is running.  Idempotent."""
+        await self._stop_turn()
         broker, self.broker = self.broker, None
         stun, self.stun = self.stun, None
         pnp, self.pnp = self.pnp, None
@@ -95,6 +128,8 @@ class EmbeddedInfra:
             lines.append(f"PNP name server  {_fmt(self.host, self.pnp.port)} (udp+tcp, sqlite)")
         if self.stun is not None:
             lines.append(f"STUN server      {_fmt(*self.stun.primary)} (udp+tcp)")
+        if self.turn is not None:
+            lines.append(f"TURN relay       {_fmt(self.turn.host, self.turn.port)} (coturn)")
         if self.broker is not None:
             lines.append(f"MQTT broker      {self.broker.url}")
         else:
@@ -118,6 +153,10 @@ class EmbeddedInfra:
             "mqtt_brokers": [self.broker.url] if self.broker is not None else [],
             "plugins": {"signal": [self.signal]},
         }
+        if self.turn is not None:
+            conf["turn_servers"] = [_fmt(self.turn.host, self.turn.port)]
+            conf["turn_username"] = self.turn.username
+            conf["turn_password"] = self.turn.password
         return conf
 
     def write_conf(self, path: Path) -> None:
