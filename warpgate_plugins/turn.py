@@ -27,15 +27,17 @@ import logging
 import secrets
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from warpgate.errors import WarpgateError
 from warpgate.interfaces import Candidate, Transport
+from warpgate.link.tcp import LinkConnection
 from warpgate.net.scope import is_lan_only
 from warpgate.plugin import hookimpl
 from warpgate.plugin.types import TraversalMethodInfo
 from warpgate.sansio.address import HintKind, NatType
+from warpgate.sansio.link_handshake import LinkHandshake
 from warpgate.sansio.signal_messages import SignalMessageError
 from warpgate.sansio.turn import TurnError
 from warpgate.sansio.turn_signal import (
@@ -48,6 +50,7 @@ from warpgate.sansio.turn_signal import (
 from warpgate.stun.node_binding import parse_server, resolve_servers
 from warpgate.turn.client import TurnClient
 from warpgate.turn.endpoint import RelayEndpoint
+from warpgate.turn.tcp_relay import open_data_connection
 
 if TYPE_CHECKING:
     from warpgate.link.link import Link
@@ -76,7 +79,8 @@ class TurnMethod:
         self.node = node
         self.servers: list[tuple[str, int]] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._endpoints: set[RelayEndpoint] = set()
+        # How to release every allocation a link of ours still uses (node closing).
+        self._releases: set[Callable[[str], Awaitable[None]]] = set()
         # Relayed addresses this node probed (as the peer of an offer): links that
         # arrive from them are relayed links.
         self.probed: dict[tuple[str, int], float] = {}
@@ -104,18 +108,20 @@ class TurnMethod:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        for endpoint in list(self._endpoints):
-            await endpoint.aclose("node closing")
+        for release in list(self._releases):
+            with contextlib.suppress(Exception):
+                await release("node closing")
 
     # -- connecting side ----------------------------------------------------------------
 
     def candidates(self, peer: NodeAddress, *, transport: Transport) -> list[Candidate]:
         node = self.node
-        if transport != "udp" or not self.servers or not node.signal_transports:
+        if not self.servers or not node.signal_transports:
             return []
         cost = COST_RELAY_FIRST if self._both_hopeless(peer) else COST_RELAY
+        note = "relay" if transport == "udp" else "relay, RFC 6062"
         return [
-            Candidate(self.name, "udp", server, None, cost + i * 0.01, "relay", 4)
+            Candidate(self.name, transport, server, None, cost + i * 0.01, note, 4)
             for i, server in enumerate(self.servers)
             if _relay_can_see(peer, server)
         ]
@@ -127,6 +133,8 @@ class TurnMethod:
 
     async def attempt(self, peer: NodeAddress, candidate: Candidate, *, intent: bytes) -> Link:
         assert candidate.remote is not None
+        if candidate.transport == "tcp":
+            return await self._attempt_tcp(peer, candidate.remote, intent)
         node, conf = self.node, self.node.conf
         token = secrets.token_bytes(16)
         learned: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
@@ -158,7 +166,6 @@ class TurnMethod:
             await asyncio.gather(self._permit(client, peer), self._offer(peer, offer))
             source = await learned
             endpoint = RelayEndpoint(node, client)
-            self._endpoints.add(endpoint)
             # Data goes by Send indication until the channel is confirmed (RFC 8656 12).
             bind = asyncio.ensure_future(client.bind_channel(source))
             link = await node.udp.dial(
@@ -172,7 +179,6 @@ class TurnMethod:
                 await bind
         except BaseException:
             if endpoint is not None:
-                self._endpoints.discard(endpoint)
                 await endpoint.aclose("attempt failed")
             else:
                 await client.aclose("attempt failed")
@@ -187,7 +193,63 @@ class TurnMethod:
             allocated * 1000,
             total * 1000,
         )
-        self._tie(link, endpoint)
+        self._tie(link, endpoint.client, endpoint.aclose)
+        return link
+
+    async def _attempt_tcp(self, peer: NodeAddress, server: tuple[str, int], intent: bytes) -> Link:
+        """RFC 6062: a TCP allocation; the peer connects to the relayed address, the
+        server announces it (ConnectionAttempt), we bind a data connection to it and run
+        the TCP link handshake over that connection."""
+        node, conf = self.node, self.node.conf
+        loop = asyncio.get_running_loop()
+        attempt: asyncio.Future[tuple[int, tuple[str, int]]] = loop.create_future()
+
+        def on_attempt(connection_id: int, source: tuple[str, int]) -> None:
+            # The first permitted peer to connect is taken; the link handshake then
+            # proves it is the one we dialled (anyone else fails it).
+            if not attempt.done():
+                attempt.set_result((connection_id, source))
+
+        client = TurnClient(
+            server,
+            str(conf["turn_username"]),
+            str(conf["turn_password"]),
+            timeout=float(conf["turn_timeout"]),
+            keepalive=float(conf["turn_keepalive"]),
+            protocol="tcp",
+            on_connection_attempt=on_attempt,
+        )
+        transport: asyncio.BaseTransport | None = None
+        try:
+            begin = time.perf_counter()
+            await client.allocate()
+            allocated = time.perf_counter() - begin
+            offer = RelayOffer(secrets.token_bytes(16), client.relayed, "tcp").encode()
+            await asyncio.gather(self._permit(client, peer), self._offer(peer, offer))
+            connection_id, _source = await attempt
+            sock = await open_data_connection(
+                client, connection_id, timeout=float(conf["turn_timeout"])
+            )
+            hs = LinkHandshake(
+                node.link_identity,
+                initiator=True,
+                expected_identity=peer.public_key,
+                intent=intent,
+                plaintext=not conf["link_encryption"],
+            )
+            transport, conn = await loop.create_connection(
+                lambda: LinkConnection(hs, method=self.name, max_message=conf["max_message_size"]),
+                sock=sock,
+            )
+            link = await conn.ready
+        except BaseException:
+            if transport is not None:
+                transport.abort()
+            await client.aclose("attempt failed")
+            raise
+        link.path = dataclasses.replace(link.path, relayed=True)
+        self.last_timing = {"allocate": allocated, "total": time.perf_counter() - begin}
+        self._tie(link, client, client.aclose)
         return link
 
     async def _permit(self, client: TurnClient, peer: NodeAddress) -> None:
@@ -216,9 +278,10 @@ class TurnMethod:
                 errors.append(f"{transport.name}: {exc}")
         raise ConnectionError("no signal transport reached the peer: " + "; ".join(errors))
 
-    def _tie(self, link: Link, endpoint: RelayEndpoint) -> None:
+    def _tie(
+        self, link: Link, client: TurnClient, release_relay: Callable[[str], Awaitable[None]]
+    ) -> None:
         """The allocation lives as long as the link, and the link no longer than it."""
-        client = endpoint.client
 
         def relay_lost(reason: str) -> None:
             if not link.closed:
@@ -229,10 +292,11 @@ class TurnMethod:
         async def release() -> None:
             await link._closed.wait()
             try:
-                await endpoint.aclose("link closed")
+                await release_relay("link closed")
             finally:
-                self._endpoints.discard(endpoint)
+                self._releases.discard(release_relay)
 
+        self._releases.add(release_relay)
         self.node.spawn(release(), name="release relay")
 
     # -- peer side ------------------------------------------------------------------
@@ -248,10 +312,8 @@ class TurnMethod:
         if len(self._tasks) >= MAX_PROBING:
             log.warning("ignored a relay offer: %d already being answered", len(self._tasks))
             return
-        if offer.transport != "udp":
-            log.info("ignored a relay offer over %s (not supported)", offer.transport)
-            return
-        task = asyncio.create_task(self._probe(offer), name="relay probes")
+        answer = self._probe if offer.transport == "udp" else self._connect_to_relay
+        task = asyncio.create_task(answer(offer), name="relay answer")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -260,9 +322,7 @@ class TurnMethod:
         if listener is None:
             log.info("relay offer for %s: no listening UDP socket of its family", offer.relayed)
             return
-        now = time.monotonic()
-        self.probed = {a: t for a, t in self.probed.items() if now - t < RELAY_MEMORY}
-        self.probed[offer.relayed] = now
+        self._remember(offer.relayed)
         probe = encode_probe(offer.token)
         begin = time.monotonic()
         for at in PROBE_SCHEDULE:
@@ -274,6 +334,31 @@ class TurnMethod:
             if listener.udp is None or listener.udp.is_closing():
                 return
             listener.udp.sendto(probe, offer.relayed)
+
+    async def _connect_to_relay(self, offer: RelayOffer) -> None:
+        """RFC 6062 offer: connect to the relayed address; the node's TCP responder runs
+        the link handshake the offering side starts over its data connection.  A
+        refused connection (our IP not permitted yet) is retried on the probe schedule."""
+        self._remember(offer.relayed)
+        loop = asyncio.get_running_loop()
+        begin = time.monotonic()
+        last: Exception | None = None
+        for at in PROBE_SCHEDULE:
+            delay = at - (time.monotonic() - begin)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                async with asyncio.timeout(float(self.node.conf["turn_timeout"])):
+                    await loop.create_connection(self.node.tcp_protocol_factory(), *offer.relayed)
+                return
+            except (OSError, TimeoutError) as exc:
+                last = exc
+        log.info("relay offer: could not connect to %s: %s", offer.relayed, last)
+
+    def _remember(self, relayed: tuple[str, int]) -> None:
+        now = time.monotonic()
+        self.probed = {a: t for a, t in self.probed.items() if now - t < RELAY_MEMORY}
+        self.probed[relayed] = now
 
     def _answered(self, relayed: tuple[str, int]) -> bool:
         return any(link.path.remote == relayed for link in self.node.udp.links.values())
@@ -324,7 +409,7 @@ def warpgate_link_established(node: Node, link: Any) -> None:
     """On the peer side, a link that arrives from a relayed address we probed is a
     relayed link: say so in its path."""
     method = _methods.get(node)
-    if method is None or link.path.relayed or link.path.transport != "udp":
+    if method is None or link.path.relayed:
         return
     if link.path.remote in method.probed:
         link.path = dataclasses.replace(link.path, relayed=True, method="turn")
@@ -348,7 +433,7 @@ def warpgate_register_traversal_methods() -> list[TraversalMethodInfo]:
             name="turn",
             factory=TurnMethod,
             cost=90,
-            transports=("udp",),
+            transports=("udp", "tcp"),
             description="relay through a TURN server (RFC 8656), end-to-end encrypted",
         )
     ]

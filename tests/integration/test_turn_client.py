@@ -206,3 +206,64 @@ async def test_no_server_listening_fails_fast() -> None:
     with pytest.raises(TurnError, match="unreachable|did not answer"):
         await client.allocate()
     assert time.monotonic() - begin < 3.5
+
+
+async def test_tcp_allocation_relays_a_peer_connection(coturn: Coturn) -> None:
+    """RFC 6062: a TCP allocation over a TCP control connection; a peer connects to the
+    relayed address, ConnectionAttempt names it, ConnectionBind turns a second
+    connection into a byte pipe to it."""
+    from warpgate.turn.tcp_relay import open_data_connection
+
+    attempts: asyncio.Queue[tuple[int, Addr]] = asyncio.Queue()
+    client = TurnClient(
+        coturn.address,
+        coturn.username,
+        coturn.password,
+        protocol="tcp",
+        on_connection_attempt=lambda cid, peer: attempts.put_nowait((cid, peer)),
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        alloc = await client.allocate()
+        with pytest.raises(TurnError, match="data connections"):
+            client.send(("127.0.0.1", 9), b"no datagrams on a TCP allocation")
+        await client.create_permission([("127.0.0.1", 0)])
+        reader, writer = await asyncio.open_connection(*alloc.relayed)
+        cid, peer = await asyncio.wait_for(attempts.get(), 3)
+        assert peer == writer.get_extra_info("sockname")[:2]
+        with pytest.raises(TurnError):
+            await open_data_connection(client, cid + 1, timeout=3)  # an unknown id
+        sock = await open_data_connection(client, cid, timeout=3)
+        await loop.sock_sendall(sock, b"x" * 100_000)
+        assert await asyncio.wait_for(reader.readexactly(100_000), 3) == b"x" * 100_000
+        writer.write(b"back")
+        await writer.drain()
+        assert await asyncio.wait_for(loop.sock_recv(sock, 10), 3) == b"back"
+        sock.close()
+        writer.close()
+    finally:
+        await client.aclose()
+
+
+async def test_tcp_control_connection_lost_closes_the_allocation() -> None:
+    try:
+        ctx = loopback_coturn()
+        server = ctx.__enter__()
+    except CoturnUnavailable as exc:
+        pytest.skip(str(exc))
+    closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    client = TurnClient(
+        server.address,
+        server.username,
+        server.password,
+        protocol="tcp",
+        on_closed=lambda reason: closed.done() or closed.set_result(reason),
+    )
+    try:
+        await client.allocate()
+        server.stop()
+        reason = await asyncio.wait_for(closed, 3.0)  # the server's FIN, at once
+        assert "relay lost" in reason
+    finally:
+        await client.aclose()
+        ctx.__exit__(None, None, None)

@@ -184,14 +184,14 @@ async def test_relay_gone_mid_link_closes_the_link_with_a_reason(coturn: Coturn)
             await link.send(b"after the relay went away")
 
 
-async def test_no_candidates_without_servers_or_for_tcp(relay_pair: tuple[Node, Node]) -> None:
+async def test_candidates_need_a_server_and_a_visible_peer(relay_pair: tuple[Node, Node]) -> None:
     a, b = relay_pair
     from warpgate.sansio.address import parse_address
 
     peer = parse_address(b.address())
     turn = a.traversal_methods["turn"]
-    assert turn.candidates(peer, transport="tcp") == []
     assert [c.cost for c in turn.candidates(peer, transport="udp")] == [50.0]
+    assert [c.transport for c in turn.candidates(peer, transport="tcp")] == ["tcp"]
     turn_servers, turn.servers = turn.servers, []
     try:
         assert turn.candidates(peer, transport="udp") == []
@@ -209,3 +209,23 @@ async def test_no_candidates_without_servers_or_for_tcp(relay_pair: tuple[Node, 
         assert len(turn.candidates(with_ext, transport="udp")) == 1
     finally:
         turn.servers = turn_servers
+
+
+async def test_tcp_relay_rfc6062_gives_a_stream_link(relay_pair: tuple[Node, Node]) -> None:
+    """transport="tcp" through the relay: a TCP allocation, the peer connects to the
+    relayed address, ConnectionBind, and the TCP link handshake over the data
+    connection; large messages and streams work as on any TCP link."""
+    a, b = relay_pair
+    link, method = await auto_connect(a, b.address(), methods=["turn"], timeout=8)
+    assert method == "turn" and link.path.transport == "tcp" and link.path.kind == "relay"
+    inbound = await b.accept(timeout=3)
+    assert inbound.remote_key == a.public_key and inbound.path.kind == "relay"
+    big = SECRET * 20_000  # ~1 MB: more than any datagram
+    await link.send(big)
+    assert await inbound.recv(5) == big
+    await inbound.send(b"reply")
+    assert await link.recv(3) == b"reply"
+    await link.close()
+    with contextlib.suppress(ConnectionError, TimeoutError):
+        await inbound.recv(3)
+    assert inbound.closed

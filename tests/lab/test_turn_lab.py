@@ -53,7 +53,12 @@ async def serve(
         await link.send(b"echo:" + msg)
         with contextlib.suppress(ConnectionError, TimeoutError):
             await link.recv(timeout=TIMEOUT)  # until the dialler closes
-        return {"path": str(link.path), "kind": link.path.kind, "nat": _nat(node)}
+        return {
+            "path": str(link.path),
+            "kind": link.path.kind,
+            "nat": _nat(node),
+            "transport": link.path.transport,
+        }
 
 
 def _nat(node: Node) -> list[str]:
@@ -67,16 +72,16 @@ async def dial(
         await node.start()
         address = await asyncio.wrap_future(address_in)
         begin = time.monotonic()
+        extra.setdefault("transport", "udp")
         try:
-            link, method = await auto_connect(
-                node, address, transport="udp", timeout=TIMEOUT, **extra
-            )
+            link, method = await auto_connect(node, address, timeout=TIMEOUT, **extra)
         except ConnectError as exc:
             return {"error": str(exc), "took": time.monotonic() - begin}
         took = time.monotonic() - begin
         await link.send(SECRET)
         echo = await link.recv(timeout=TIMEOUT)
         out = {
+            "transport": link.path.transport,
             "method": method,
             "kind": link.path.kind,
             "echo": echo,
@@ -109,6 +114,18 @@ async def test_symmetric_to_symmetric_connects_through_the_relay_first(lab_facto
     assert served["kind"] == "relay"
     # Bob talks to the relay, never to Alice's NAT.
     assert lab.servers["stun"]["host"] in served["path"]
+
+
+async def test_symmetric_to_symmetric_over_tcp_through_the_relay(lab_factory: Any) -> None:
+    """The default transport (TCP): RFC 6062 relaying gives a stream link."""
+    lab = lab_factory(("symmetric", "symmetric"))
+    served, dialled = await _pair(lab, transport="tcp")
+    assert dialled.get("error") is None, dialled
+    assert dialled["method"] == "turn" and dialled["kind"] == "relay", dialled["trace"]
+    assert dialled["transport"] == "tcp" and served["transport"] == "tcp"
+    assert dialled["first"] == "turn"
+    assert dialled["echo"] == b"echo:" + SECRET
+    assert served["kind"] == "relay"
 
 
 async def test_wrong_credentials_fail_clearly_in_bounded_time(lab_factory: Any) -> None:

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 from warpgate.errors import WarpgateError
 from warpgate.sansio import stun, turn
@@ -40,6 +41,7 @@ DataHandler = Callable[[Addr, bytes], None]
 REFRESH_MARGIN = 60.0
 #: How often the maintenance task wakes up at most (seconds).
 MAINTENANCE_TICK = 1.0
+MAX_TCP_BUFFER = 65536 + stun.HEADER_SIZE  # one STUN message at most
 _MAX_AUTH_ROUNDS = 5  # 401 + a few 438s; more means a broken server
 
 
@@ -62,8 +64,42 @@ class _Protocol(asyncio.DatagramProtocol):
             self.client._socket_error(exc)
 
 
+class _TcpProtocol(asyncio.Protocol):
+    """STUN over TCP (RFC 8656 / RFC 6062 control connection): messages are framed by
+    their own header; a peer that breaks the framing ends the connection."""
+
+    def __init__(self, client: TurnClient) -> None:
+        self.client = client
+        self._buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buffer
+        buf += data
+        while len(buf) >= stun.HEADER_SIZE:
+            try:
+                size = stun.message_length(bytes(buf[: stun.HEADER_SIZE]))
+            except StunError as exc:
+                self.client._socket_error(ConnectionResetError(f"bad STUN framing: {exc}"))
+                buf.clear()
+                return
+            if len(buf) < size:
+                if len(buf) > MAX_TCP_BUFFER:
+                    self.client._socket_error(ConnectionResetError("oversized message"))
+                    buf.clear()
+                return
+            message = bytes(buf[:size])
+            del buf[:size]
+            self.client._datagram(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._socket_error(
+            exc if isinstance(exc, ConnectionError) else ConnectionResetError("connection closed")
+        )
+
+
 class TurnClient:
-    """One TURN allocation over UDP.
+    """One TURN allocation over UDP, or (``protocol="tcp"``) a TCP allocation (RFC 6062)
+    over a TCP control connection.
 
     :param server: the server's ``(ip, port)``.
     :param timeout: the longest one request may take, retransmissions included.
@@ -84,8 +120,13 @@ class TurnClient:
         lifetime: int = 600,
         on_data: DataHandler | None = None,
         on_closed: Callable[[str], None] | None = None,
+        protocol: Literal["udp", "tcp"] = "udp",
+        on_connection_attempt: Callable[[int, Addr], None] | None = None,
     ) -> None:
         self.server = server
+        self.protocol = protocol
+        #: RFC 6062: a peer connected to our relayed address: ``(connection id, peer)``.
+        self.on_connection_attempt = on_connection_attempt
         self.auth = LongTermAuth(username, password)
         self.local_ip = local_ip
         self.rto = rto
@@ -100,7 +141,7 @@ class TurnClient:
         self.close_reason = ""
         self.dropped = 0
         self.refreshes = 0
-        self._transport: asyncio.DatagramTransport | None = None
+        self._transport: asyncio.DatagramTransport | asyncio.Transport | None = None
         self._pending: dict[bytes, asyncio.Future[tuple[StunMessage, bytes]]] = {}
         self._socket_failure: Exception | None = None
         self._expires = 0.0
@@ -132,15 +173,24 @@ class TurnClient:
         loop = asyncio.get_running_loop()
         local = (self.local_ip, 0) if self.local_ip else None
         try:
-            self._transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Protocol(self), local_addr=local, remote_addr=self.server
-            )
-        except OSError as exc:
+            if self.protocol == "tcp":
+                self._transport, _ = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: _TcpProtocol(self), self.server[0], self.server[1], local_addr=local
+                    ),
+                    self.timeout,
+                )
+            else:
+                self._transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _Protocol(self), local_addr=local, remote_addr=self.server
+                )
+        except (OSError, TimeoutError) as exc:
             raise TurnError(f"cannot reach TURN server {_fmt(self.server)}: {exc}") from exc
         sock = self._transport.get_extra_info("sockname")
         self.local = (sock[0], sock[1])
         try:
-            answer = await self._request(turn.allocate(lifetime=self.lifetime))
+            proto = turn.PROTO_TCP if self.protocol == "tcp" else turn.PROTO_UDP
+            answer = await self._request(turn.allocate(protocol=proto, lifetime=self.lifetime))
             self.allocation = turn.parse_allocation(answer)
         except BaseException as exc:
             await self.aclose(f"allocation failed: {exc}")
@@ -195,11 +245,20 @@ class TurnClient:
         server's buffers are full; :class:`TurnClosed` when the client is closed)."""
         if self.closed or self._transport is None:
             raise TurnClosed(f"TURN client closed {self.close_reason}".strip())
+        if self.protocol == "tcp":
+            raise TurnError("a TCP allocation relays over data connections, not send()")
         channel = self._channels.get(peer)
         if channel is not None:
-            self._transport.sendto(turn.encode_channel_data(channel, data))
+            self._write(turn.encode_channel_data(channel, data))
         else:
-            self._transport.sendto(stun.encode(turn.send_indication(peer, data), fingerprint=False))
+            self._write(stun.encode(turn.send_indication(peer, data), fingerprint=False))
+
+    def _write(self, data: bytes) -> None:
+        assert self._transport is not None
+        if self.protocol == "tcp":
+            self._transport.write(data)  # type: ignore[union-attr]
+        else:
+            self._transport.sendto(data)  # type: ignore[union-attr]
 
     def is_closing(self) -> bool:
         return self.closed or self._transport is None or self._transport.is_closing()
@@ -253,6 +312,8 @@ class TurnClient:
     ) -> tuple[StunMessage, bytes]:
         assert self._transport is not None
         sends, _ = stun.retransmission_schedule(self.rto, rc=tries or 7)
+        if self.protocol == "tcp":
+            sends = (0.0,)  # a reliable transport: one send, then wait (RFC 8489 6.2.2)
         fut: asyncio.Future[tuple[StunMessage, bytes]] = asyncio.get_running_loop().create_future()
         self._pending[tid] = fut
         begin = time.monotonic()
@@ -271,7 +332,7 @@ class TurnClient:
                     )
                 if time.monotonic() - begin >= self.timeout:
                     break
-                self._transport.sendto(data)
+                self._write(data)
                 if index == len(sends) - 1:
                     break
             left = self.timeout - (time.monotonic() - begin)
@@ -319,6 +380,20 @@ class TurnClient:
             if fut is not None and not fut.done():
                 fut.set_result((msg, bytes(data)))
             return
+        if msg.cls == StunClass.INDICATION and msg.method == TurnMethod.CONNECTION_ATTEMPT:
+            try:
+                conn_id = turn.parse_connection_id(msg)
+            except TurnError:
+                conn_id = None
+            peer = msg.get(stun.Attr.XOR_PEER_ADDRESS)
+            if conn_id is None or not isinstance(peer, tuple) or self.on_connection_attempt is None:
+                self.dropped += 1
+                return
+            try:
+                self.on_connection_attempt(conn_id, (str(peer[0]), int(peer[1])))
+            except Exception:
+                log.exception("TURN connection-attempt handler failed")
+            return
         if msg.cls == StunClass.INDICATION and msg.method == TurnMethod.DATA:
             try:
                 peer, payload = turn.parse_data_indication(msg)
@@ -341,7 +416,7 @@ class TurnClient:
 
     def _socket_error(self, exc: Exception) -> None:
         log.info("TURN %s: socket error: %s", _fmt(self.server), exc)
-        if isinstance(exc, ConnectionRefusedError | ConnectionResetError):
+        if isinstance(exc, ConnectionError):
             self._socket_failure = exc
             for fut in self._pending.values():
                 if not fut.done():
