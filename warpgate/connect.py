@@ -132,6 +132,30 @@ class _Race:
                 await result.close("another path won")
 
 
+# Sorts a path the NAT information says cannot work after hole punching (cost 6) and
+# before a relay: it still runs (a port mapping the address cannot show may open it),
+# but it no longer holds up punching by a stagger or by its timeout.
+DOOMED_PENALTY = 2.5
+
+
+def _doomed_penalty(node: Node, peer: NodeAddress, cand: Candidate) -> float:
+    from warpgate.sansio.punch_plan import direct_hopeless
+
+    if cand.method == "direct" and cand.remote is not None:
+        for iface in peer.interfaces:
+            if iface.ext_ip is not None and str(iface.ext_ip) == cand.remote[0]:
+                if str(iface.nic_ip) != cand.remote[0] and direct_hopeless(
+                    iface.nat_type, cand.transport
+                ):
+                    return DOOMED_PENALTY
+    if cand.method == "reverse":
+        # The peer dials us back: hopeless when our own NAT filters inbound TCP.
+        ours = [r.nat_type for r in node.nat_reports.values()]
+        if ours and all(direct_hopeless(t, "tcp") for t in ours):
+            return DOOMED_PENALTY
+    return 0.0
+
+
 async def resolve_destination(node: Node, dest: object) -> NodeAddress:
     """Address bytes, a :class:`NodeAddress`, its text form, or a nickname."""
     if isinstance(dest, str) and not is_text_address(dest):
@@ -199,7 +223,7 @@ async def auto_connect(
     ranked: list[tuple[float, int, Candidate, object]] = []
     for order, (_name, provider) in enumerate(chosen.items()):
         for cand in provider.candidates(peer, transport=transport):
-            ranked.append((cand.cost, order, cand, provider))
+            ranked.append((cand.cost + _doomed_penalty(node, peer, cand), order, cand, provider))
     ranked.sort(key=lambda r: (r[0], r[1]))
     if not ranked:
         raise ConnectError(

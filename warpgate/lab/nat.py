@@ -74,6 +74,9 @@ def router_ruleset(
         out.append(_set("cone", "inet_service", "ipv4_addr . inet_service"))
         # {remote address . external port} the mapping has sent to (for ADF)
         out.append(_set("contacted", "ipv4_addr . inet_service"))
+    # Ports the LAN's hosts send UDP from (outbound flows refresh it): the server
+    # exemption below must not let unsolicited packets to these ports in.
+    out.append(_set("hostports", "inet_service"))
     if hairpin_address and mode is NatMode.PORT_RESTRICTED:
         # {remote address . remote port . external port} (APDF for hairpinned traffic)
         out.append(_set("contacted_ap", "ipv4_addr . inet_service . inet_service"))
@@ -134,6 +137,9 @@ def router_ruleset(
     if mode is NatMode.UDP_BLOCKED:
         out.append(f'    iifname "{wan}" meta l4proto udp drop')
         out.append(f'    oifname "{wan}" meta l4proto udp drop')
+    out.append(
+        f'    oifname "{wan}" meta l4proto udp update @hostports {{ udp sport timeout {t} }}'
+    )
     if cone or hairpin_address:
         out.append(
             f'    oifname "{wan}" meta l4proto udp '
@@ -153,6 +159,10 @@ def router_ruleset(
     # own reachability with STUN CHANGE-REQUESTs that come from other addresses/ports.
     out.append("  chain filter_in {")
     out.append("    type filter hook input priority filter; policy accept;")
+    # Even from a server: a confirmed entry for a port a host uses would take the tuple
+    # of that host's later flows, and masquerade would move them all to another port
+    # (a STUN CHANGE-REQUEST answer did exactly that, breaking EIM for hole punching).
+    out.append(f'    iifname "{wan}" meta l4proto udp ct state new udp dport @hostports drop')
     out.append(
         f'    iifname "{wan}" meta l4proto udp ct state new '
         f"ip saddr != {{ {SERVER_ADDRESS}, {SERVER_ADDRESS_ALT} }} drop"

@@ -1,0 +1,146 @@
+"""What the two punch traversal methods share: candidates from the NAT information in
+both addresses (none when the pair cannot be punched, so ``auto_connect`` moves on to a
+relay at once), the offer/answer exchange, and the responder's bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from warpgate.interfaces import Candidate, Transport
+from warpgate.punch.session import Coordinator, PunchAborted, Session
+from warpgate.sansio.address import NodeAddress
+from warpgate.sansio.punch_messages import AbortReason, Offer, PunchTransport, Schedule
+from warpgate.sansio.punch_plan import Plan, Strategy, endpoints_of, plan
+
+if TYPE_CHECKING:
+    from warpgate.node.node import Node
+
+log = logging.getLogger(__name__)
+
+COST_PUNCH = 6.0  # after direct (1-4) and reverse (5), before a relay
+
+CONF_DEFAULTS: dict[str, Any] = {
+    "punch_timeout": 10.0,
+    "punch_signal_timeout": 5.0,
+    "punch_refresh_timeout": 1.0,
+    "punch_keepalive": 15.0,
+    "punch_tcp_schedule": "rtt",
+    "punch_tcp_sockets": 4,
+    "punch_birthday_sockets": 256,
+    "punch_birthday_probes": 4096,
+}
+
+
+class PunchMethod:
+    """Base of ``udp_punch`` and ``tcp_punch``."""
+
+    name = "punch"
+    transport: PunchTransport = PunchTransport.UDP
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.coordinator = Coordinator(node, self.transport, self._offer_received)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def _link_transport(self) -> Transport:
+        return "udp" if self.transport == PunchTransport.UDP else "tcp"
+
+    async def start(self) -> None:
+        self.coordinator.start()
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def plan_for(self, peer: NodeAddress) -> Plan:
+        return plan(self.coordinator.own_endpoints(), endpoints_of(peer), self.transport)
+
+    def candidates(self, peer: NodeAddress, *, transport: Transport) -> list[Candidate]:
+        if transport != self._link_transport or not self.node.signal_transports:
+            return []
+        planned = self.plan_for(peer)
+        if planned.strategy is Strategy.IMPOSSIBLE:
+            log.debug("%s: not trying: %s", self.name, planned.why)
+            return []
+        return [Candidate(self.name, transport, None, None, COST_PUNCH, planned.strategy.value)]
+
+    # -- requester ----------------------------------------------------------------------
+
+    async def exchange(
+        self, peer: NodeAddress, schedule: Schedule
+    ) -> tuple[Session, Offer, Plan, float]:
+        """Send the offer, wait for the answer; returns the session (open: the caller
+        closes it), the answer, this side's plan and the signal round trip."""
+        own = await self.coordinator.fresh_endpoints()
+        if not own:
+            raise ConnectionError("this node knows no external endpoint (no NAT classification)")
+        session = self.coordinator.open(peer.public_key)
+        try:
+            sent = time.monotonic()
+            await self.coordinator.send(
+                peer, Offer(session.id, self.transport, tuple(own), schedule).encode()
+            )
+            async with asyncio.timeout(float(self.node.conf["punch_signal_timeout"])):
+                answer = await session.answer
+            rtt = time.monotonic() - sent
+        except TimeoutError:
+            self.coordinator.close(session)
+            raise TimeoutError("the peer did not answer the punch offer") from None
+        except BaseException:
+            self.coordinator.close(session)
+            raise
+        planned = plan(own, answer.endpoints, self.transport)
+        if planned.strategy is Strategy.IMPOSSIBLE:
+            self._spawn(self.coordinator.abort(session, AbortReason.IMPOSSIBLE), "abort")
+            self.coordinator.close(session)
+            raise PunchAborted(f"cannot punch: {planned.why}")
+        return session, answer, planned, rtt
+
+    # -- responder ----------------------------------------------------------------------
+
+    def _offer_received(self, sender: bytes, offer: Offer) -> None:
+        self._spawn(self._respond_safely(sender, offer), f"{self.name} responder")
+
+    async def _respond_safely(self, sender: bytes, offer: Offer) -> None:
+        own = await self.coordinator.fresh_endpoints()
+        planned = plan(own, offer.endpoints, self.transport)
+        try:
+            session = self.coordinator.open(sender, offer.session)
+        except PunchAborted:
+            await self.coordinator.abort(_bare(sender, offer), AbortReason.BUSY)
+            return
+        try:
+            if planned.strategy is Strategy.IMPOSSIBLE:
+                log.info("%s: refusing an offer: %s", self.name, planned.why)
+                await self.coordinator.abort(session, AbortReason.IMPOSSIBLE)
+                return
+            answer = Offer(session.id, self.transport, tuple(own), offer.schedule, answer=True)
+            await self.coordinator.send(sender, answer.encode())
+            async with asyncio.timeout(float(self.node.conf["punch_timeout"])):
+                await self.respond(session, offer, planned)
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            log.info("%s: responding to %s failed: %s", self.name, sender.hex()[:16], exc)
+        finally:
+            self.coordinator.close(session)
+
+    async def respond(self, session: Session, offer: Offer, planned: Plan) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _bare(sender: bytes, offer: Offer) -> Session:
+    """A session object for answering an offer that was not taken (not registered)."""
+    loop = asyncio.get_running_loop()
+    return Session(
+        offer.session, sender, offer.transport, loop.create_future(), loop.create_future()
+    )

@@ -1,0 +1,156 @@
+"""The ``udp_punch`` traversal method: UDP hole punching between two NATed peers.
+
+The requester sends an *offer* with its mapped endpoints (from the NAT classification in
+its address) through a signal transport; the peer *answers* with its own and both start
+probing each other's predicted endpoints from the listening socket STUN measured.  The
+first probe (or acknowledgement) that arrives confirms a path; the requester runs the
+UDP link handshake on it (the peer gets an inbound link) and both sides send keepalives
+so the NATs keep the mapping.  Symmetric ↔ port-restricted pairs use birthday probing;
+pairs that cannot be punched give no candidate at all.  See ``docs/punching.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from warpgate.plugin import hookimpl
+from warpgate.plugin.types import TraversalMethodInfo
+from warpgate.punch.method import CONF_DEFAULTS, PunchMethod
+from warpgate.punch.session import Session
+from warpgate.punch.sockets import PunchSocket, ipv4_listener
+from warpgate.punch.udp import ProbeState, UdpPuncher
+from warpgate.sansio.link_handshake import LinkAuthError
+from warpgate.sansio.punch_messages import Offer, PunchTransport, Schedule
+from warpgate.sansio.punch_plan import Plan, Strategy
+
+if TYPE_CHECKING:
+    from warpgate.interfaces import Candidate
+    from warpgate.link.link import Link
+    from warpgate.net.servers import Listener
+    from warpgate.node.node import Node
+    from warpgate.sansio.address import NodeAddress
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+LINK_WAIT_POLL = 0.05
+
+
+class UdpPunchMethod(PunchMethod):
+    name = "udp_punch"
+    transport = PunchTransport.UDP
+
+    def __init__(self, node: Node) -> None:
+        super().__init__(node)
+        self.puncher = UdpPuncher(node)
+
+    async def start(self) -> None:
+        await super().start()
+        self.node.datagram_taps.append(self.puncher.tap)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self.puncher.tap in self.node.datagram_taps:
+            self.node.datagram_taps.remove(self.puncher.tap)
+        await self.puncher.aclose()
+
+    async def attempt(self, peer: NodeAddress, candidate: Candidate, *, intent: bytes) -> Link:
+        session, answer, planned, _rtt = await self.exchange(peer, Schedule.ASAP)
+        state = self.puncher.open(session.id)
+        owned: PunchSocket | None = None
+        try:
+            listener, remote, owned = await self._punch(state, answer, planned)
+            link = await self.node.udp.dial(
+                listener,
+                remote,
+                expected_identity=peer.public_key,
+                intent=intent,
+                method=self.name,
+            )
+        except BaseException:
+            if owned is not None:
+                await owned.close()
+            raise
+        finally:
+            self.puncher.close(state)
+            self.coordinator.close(session)
+        if link.remote_key != peer.public_key:  # the handshake checks it; belt and braces
+            await link.close("unexpected identity")
+            raise LinkAuthError("the punched path reached another node")
+        link.path = dataclasses.replace(link.path, method=self.name)
+        self.puncher.keep_alive(link, listener, remote, session.id, self._keepalive_interval, owned)
+        return link
+
+    async def respond(self, session: Session, offer: Offer, planned: Plan) -> None:
+        state = self.puncher.open(session.id)
+        owned: PunchSocket | None = None
+        try:
+            listener, remote, owned = await self._punch(state, offer, planned)
+            # The requester dials on the confirmed path; wait for that inbound link, to
+            # keep its mapping alive (and the birthday socket open) while it lives.
+            link = await self._inbound_link(session.peer_key, listener, remote)
+        except BaseException:
+            if owned is not None:
+                await owned.close()
+            raise
+        finally:
+            self.puncher.close(state)
+        self.puncher.keep_alive(link, listener, remote, session.id, self._keepalive_interval, owned)
+
+    async def _punch(
+        self, state: ProbeState, peer_offer: Offer, planned: Plan
+    ) -> tuple[Listener, Addr, PunchSocket | None]:
+        own = self.coordinator.own_endpoints()
+        base = ipv4_listener(self.node, own[0].local_port if own else None)
+        conf = self.node.conf
+        if planned.strategy is Strategy.BIRTHDAY_HARD:
+            return await self.puncher.birthday_hard(
+                state, base, planned.targets, int(conf["punch_birthday_sockets"])
+            )
+        if planned.strategy is Strategy.BIRTHDAY_EASY:
+            listener, remote = await self.puncher.birthday_easy(
+                state, base, planned.peer_ip, planned.targets, int(conf["punch_birthday_probes"])
+            )
+            return listener, remote, None
+        listener, remote = await self.puncher.probe(state, base, planned.targets)
+        return listener, remote, None
+
+    async def _inbound_link(self, peer_key: bytes, listener: Listener, remote: Addr) -> Link:
+        while True:  # bounded by the responder's punch_timeout
+            for link in list(self.node.udp.links.values()):
+                if (
+                    link.remote_key == peer_key
+                    and link.path.remote == remote
+                    and link.path.local == listener.local
+                    and not link.closed
+                ):
+                    return link
+            await asyncio.sleep(LINK_WAIT_POLL)
+
+    @property
+    def _keepalive_interval(self) -> float:
+        return float(self.node.conf["punch_keepalive"])
+
+
+@hookimpl
+def warpgate_conf_defaults() -> Mapping[str, Any]:
+    return CONF_DEFAULTS
+
+
+@hookimpl
+def warpgate_register_traversal_methods() -> list[TraversalMethodInfo]:
+    return [
+        TraversalMethodInfo(
+            name="udp_punch",
+            factory=UdpPunchMethod,
+            cost=30,
+            transports=("udp",),
+            kind="punch",
+            description="UDP hole punching through both NATs (birthday probing for "
+            "symmetric ones), coordinated through signalling",
+        )
+    ]
