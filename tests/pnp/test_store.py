@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.pnp.conftest import Stores
-from warpgate.pnp.store import PutOutcome, Record, open_store
+from warpgate.pnp.store import PutOutcome, Record, SqliteStore, open_store
 
 NOW = int(time.time() * 1000)
 
@@ -95,7 +96,6 @@ async def test_concurrent_new_names_respect_the_quota(stores: Stores) -> None:
 
 def test_open_store_picks_the_implementation(tmp_path: object) -> None:
     from warpgate.pnp.pg_store import PostgresStore
-    from warpgate.pnp.store import SqliteStore
 
     pg = open_store("postgresql://user:secret@db.example:5432/pnp")
     assert isinstance(pg, PostgresStore) and "secret" not in repr(pg)
@@ -107,3 +107,31 @@ def test_open_store_picks_the_implementation(tmp_path: object) -> None:
         open_store("mysql://h/db")
     with pytest.raises(ValueError, match="path"):
         open_store("sqlite://")
+
+
+async def test_sqlite_group_commit(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "g.db")
+    await store.open()
+    try:
+
+        def broken(db: object) -> None:
+            raise ZeroDivisionError("a bug in one decision")
+
+        # 40 writes arrive together: they share commits, each sees the ones before it
+        puts = [store.put(rec(f"g{i}", 1), client="c", now_ms=NOW, quota=30) for i in range(40)]
+        results = await asyncio.gather(*puts, store._write(broken), return_exceptions=True)
+        outcomes = [r[0] for r in results[:40] if isinstance(r, tuple)]
+        assert outcomes.count(PutOutcome.STORED) == 30
+        assert outcomes.count(PutOutcome.QUOTA) == 10
+        assert isinstance(results[40], ZeroDivisionError)  # only that one failed
+        assert store.batches < 41
+    finally:
+        await store.aclose()
+    # everything acknowledged is on disk
+    again = SqliteStore(tmp_path / "g.db")
+    await again.open()
+    try:
+        for i in range(30):
+            assert await again.get(f"g{i}", NOW) is not None
+    finally:
+        await again.aclose()

@@ -2,7 +2,9 @@
 
 Same semantics as :class:`~warpgate.pnp.store.SqliteStore`: every write is one
 transaction that checks ownership, replay order and quota and writes the row, so several
-PNP servers may share one database.  Two transaction-scoped advisory locks serialise the
+PNP servers may share one database.  The decision runs in the database, in the SQL
+functions ``pnp_put`` and ``pnp_delete`` (created with the tables), so a write is one
+round trip.  Two transaction-scoped advisory locks serialise the
 decisions that a plain row lock cannot: one on the name (two first registrations of a
 free name race on a row that does not exist yet) and one on the client address (two new
 names from one address race past the quota count).  Locks are always taken name first,
@@ -22,10 +24,9 @@ from warpgate.pnp.store import SCHEMA_VERSION, PutOutcome, Record
 
 log = logging.getLogger(__name__)
 
-# Advisory lock classes (the first key of pg_advisory_xact_lock(int4, int4)).
+# Advisory locks: this one (one bigint key) guards schema creation; the functions
+# below lock names with class 1 and client addresses with class 2 (two int4 keys).
 _LOCK_SCHEMA = 0x504E50  # "PNP"
-_LOCK_NAME = 1
-_LOCK_CLIENT = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pnp_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,16 +40,73 @@ CREATE TABLE IF NOT EXISTS pnp_names (
 );
 CREATE INDEX IF NOT EXISTS pnp_names_client ON pnp_names (client, expires_ms);
 CREATE INDEX IF NOT EXISTS pnp_names_expiry ON pnp_names (expires_ms);
+
+-- One write decision per call, so a PUT or DELETE is one round trip (and one implicit
+-- transaction): the advisory locks are held until it commits.
+CREATE OR REPLACE FUNCTION pnp_put(
+    p_name TEXT, p_owner BYTEA, p_value BYTEA, p_client TEXT,
+    p_updated BIGINT, p_expires BIGINT, p_now BIGINT, p_quota INTEGER
+) RETURNS TABLE (
+    outcome TEXT, r_owner BYTEA, r_value BYTEA, r_updated BIGINT, r_expires BIGINT
+) LANGUAGE plpgsql AS $fn$
+DECLARE
+    cur pnp_names%ROWTYPE;
+    held BIGINT;
+BEGIN
+    PERFORM pg_advisory_xact_lock(1, hashtext(p_name));
+    SELECT * INTO cur FROM pnp_names WHERE name = p_name AND expires_ms > p_now;
+    IF FOUND THEN
+        IF cur.owner <> p_owner THEN
+            RETURN QUERY SELECT 'taken', cur.owner, cur.value, cur.updated_ms, cur.expires_ms;
+            RETURN;
+        END IF;
+        IF p_updated <= cur.updated_ms THEN
+            RETURN QUERY SELECT 'stale', cur.owner, cur.value, cur.updated_ms, cur.expires_ms;
+            RETURN;
+        END IF;
+    ELSE
+        PERFORM pg_advisory_xact_lock(2, hashtext(p_client));
+        SELECT count(*) INTO held FROM pnp_names
+            WHERE client = p_client AND expires_ms > p_now AND name <> p_name;
+        IF held >= p_quota THEN
+            RETURN QUERY SELECT 'quota', NULL::BYTEA, NULL::BYTEA, NULL::BIGINT, NULL::BIGINT;
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO pnp_names (name, owner, value, client, updated_ms, expires_ms)
+        VALUES (p_name, p_owner, p_value, p_client, p_updated, p_expires)
+        ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, value = EXCLUDED.value,
+            client = EXCLUDED.client, updated_ms = EXCLUDED.updated_ms,
+            expires_ms = EXCLUDED.expires_ms;
+    RETURN QUERY SELECT 'stored', NULL::BYTEA, NULL::BYTEA, NULL::BIGINT, NULL::BIGINT;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION pnp_delete(
+    p_name TEXT, p_owner BYTEA, p_timestamp BIGINT, p_now BIGINT
+) RETURNS TEXT LANGUAGE plpgsql AS $fn$
+DECLARE
+    cur pnp_names%ROWTYPE;
+BEGIN
+    PERFORM pg_advisory_xact_lock(1, hashtext(p_name));
+    SELECT * INTO cur FROM pnp_names WHERE name = p_name AND expires_ms > p_now;
+    IF NOT FOUND THEN
+        RETURN 'not found';
+    END IF;
+    IF cur.owner <> p_owner THEN
+        RETURN 'taken';
+    END IF;
+    IF p_timestamp <= cur.updated_ms THEN
+        RETURN 'stale';
+    END IF;
+    DELETE FROM pnp_names WHERE name = p_name;
+    RETURN 'stored';
+END
+$fn$;
 """
 
 _GET = (
     "SELECT owner, value, updated_ms, expires_ms FROM pnp_names WHERE name = $1 AND expires_ms > $2"
-)
-_UPSERT = (
-    "INSERT INTO pnp_names (name, owner, value, client, updated_ms, expires_ms) "
-    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET "
-    "owner = EXCLUDED.owner, value = EXCLUDED.value, client = EXCLUDED.client, "
-    "updated_ms = EXCLUDED.updated_ms, expires_ms = EXCLUDED.expires_ms"
 )
 
 
@@ -118,57 +176,29 @@ class PostgresStore:
     async def put(
         self, record: Record, *, client: str, now_ms: int, quota: int
     ) -> tuple[PutOutcome, Record | None]:
-        async with self._need_pool().acquire() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_NAME, record.name
-            )
-            row = await conn.fetchrow(_GET, record.name, now_ms)
-            if row is not None:
-                current = Record(record.name, bytes(row[0]), bytes(row[1]), row[2], row[3])
-                if current.owner != record.owner:
-                    return PutOutcome.TAKEN, current
-                if record.updated_ms <= current.updated_ms:
-                    return PutOutcome.STALE, current
-            else:
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_CLIENT, client
-                )
-                held = await conn.fetchval(
-                    "SELECT COUNT(*) FROM pnp_names WHERE client = $1 AND expires_ms > $2 "
-                    "AND name != $3",
-                    client,
-                    now_ms,
-                    record.name,
-                )
-                if held >= quota:
-                    return PutOutcome.QUOTA, None
-            await conn.execute(
-                _UPSERT,
-                record.name,
-                record.owner,
-                record.value,
-                client,
-                record.updated_ms,
-                record.expires_ms,
-            )
-        return PutOutcome.STORED, record
+        row = await self._need_pool().fetchrow(
+            "SELECT * FROM pnp_put($1, $2, $3, $4, $5, $6, $7, $8)",
+            record.name,
+            record.owner,
+            record.value,
+            client,
+            record.updated_ms,
+            record.expires_ms,
+            now_ms,
+            quota,
+        )
+        outcome = PutOutcome(row[0])
+        if outcome == PutOutcome.STORED:
+            return outcome, record
+        if row[1] is None:
+            return outcome, None
+        return outcome, Record(record.name, bytes(row[1]), bytes(row[2]), row[3], row[4])
 
     async def delete(self, name: str, owner: bytes, timestamp_ms: int, now_ms: int) -> PutOutcome:
-        async with self._need_pool().acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_NAME, name)
-            row = await conn.fetchrow(
-                "SELECT owner, updated_ms FROM pnp_names WHERE name = $1 AND expires_ms > $2",
-                name,
-                now_ms,
-            )
-            if row is None:
-                return PutOutcome.NOT_FOUND
-            if bytes(row[0]) != owner:
-                return PutOutcome.TAKEN
-            if timestamp_ms <= row[1]:
-                return PutOutcome.STALE
-            await conn.execute("DELETE FROM pnp_names WHERE name = $1", name)
-        return PutOutcome.STORED
+        outcome = await self._need_pool().fetchval(
+            "SELECT pnp_delete($1, $2, $3, $4)", name, owner, timestamp_ms, now_ms
+        )
+        return PutOutcome(outcome)
 
     async def prune(self, now_ms: int) -> int:
         status = await self._need_pool().execute(
