@@ -127,6 +127,65 @@ async def test_broker_killed_mid_connect(lab_factory: Any, restart: bool) -> Non
         assert outcome["took"] <= deadline + 2.0, outcome  # failed within its deadline
 
 
+# --- STUN and NTP servers unreachable at start-up ---------------------------------------
+
+
+async def start_with_stun_and_ntp(name: str, stun: str, ntp: str) -> dict[str, Any]:
+    conf = dict_child(
+        {
+            "identity_name": name,
+            "enable_stun_clients": True,
+            "stun_servers": [stun],
+            "stun_timeout": 2.0,
+            "init_clock_skew": True,
+            "ntp_servers": [ntp],
+            "ntp_timeout": 1.0,
+        },
+        NODE_TEST_CONF,
+    )
+    began = time.monotonic()
+    async with Node(port=0, conf=conf) as node:
+        await node.start()
+        took = time.monotonic() - began
+        return {
+            "took": took,
+            "results": dict(node.phase_results),
+            "clock": type(node.clock).__name__,
+            "nat": {ip: r.nat_type.name for ip, r in node.nat_reports.items()},
+            "address": node.address(),
+        }
+
+
+@pytest.mark.parametrize("how", ["stopped", "silent"])
+async def test_stun_and_ntp_unreachable_at_start_up(lab_factory: Any, how: str) -> None:
+    """With the STUN and NTP servers down (``stopped``: the host answers ICMP port
+    unreachable) or gone (``silent``: an address where packets vanish), start() still
+    completes within its budget (stun_timeout, ntp_timeout), on the system clock and with
+    the NAT unknown; once the servers are back, a new start measures both again."""
+    lab = lab_factory(two_nat("port-restricted", "open", upnp=False))
+    stun = f"{lab.servers['stun']['host']}:{lab.servers['stun']['port']}"
+    ntp = f"{lab.servers['ntp']['host']}:{lab.servers['ntp']['port']}"
+    if how == "stopped":
+        lab.stop_server("stun")
+        lab.stop_server("ntp")
+        dead_stun, dead_ntp = stun, ntp
+    else:  # the lab's internet routes unknown addresses to a namespace that drops all
+        dead_stun, dead_ntp = "198.51.100.250:3478", "198.51.100.251:123"
+    down = await lab.arun("b", start_with_stun_and_ntp, "down", dead_stun, dead_ntp, timeout=60)
+    print(f"start-up with STUN and NTP {how}: {down['took']:.2f} s")  # shown with -s
+    assert down["took"] < 2.0 + 1.0 * 4 + 2.0, down  # stun + ntp budgets, plus slack
+    assert down["clock"] == "SystemClock", down
+    assert set(down["nat"].values()) <= {"UNKNOWN"}, down
+
+    if how == "stopped":
+        lab.start_server("stun")
+        lab.start_server("ntp")
+    # The same host: a failed measurement must not be cached as the answer.
+    up = await lab.arun("b", start_with_stun_and_ntp, "up", stun, ntp, timeout=60)
+    assert up["clock"] == "NtpClock", up
+    assert list(up["nat"].values()) == ["OPEN"], up  # b sits on the open router
+
+
 # --- a peer killed mid-transfer ---------------------------------------------------------
 
 VICTIM = """
