@@ -30,13 +30,14 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from warpgate.errors import WarpgateError
+from warpgate.errors import AddressError, WarpgateError
 from warpgate.interfaces import Candidate, Transport
 from warpgate.link.tcp import LinkConnection
+from warpgate.link.udp import UdpLink
 from warpgate.net.scope import is_lan_only
 from warpgate.plugin import hookimpl
 from warpgate.plugin.types import TraversalMethodInfo
-from warpgate.sansio.address import HintKind, NatType
+from warpgate.sansio.address import HintKind, NatType, NodeAddress
 from warpgate.sansio.link_handshake import LinkHandshake
 from warpgate.sansio.signal_messages import SignalMessageError
 from warpgate.sansio.turn import TurnError
@@ -51,12 +52,12 @@ from warpgate.stun.node_binding import parse_server, resolve_servers
 from warpgate.turn.client import TurnClient
 from warpgate.turn.endpoint import RelayEndpoint
 from warpgate.turn.tcp_relay import open_data_connection
+from warpgate.turn.upgrade import PathUpgrade
 
 if TYPE_CHECKING:
     from warpgate.link.link import Link
     from warpgate.net.servers import Listener
     from warpgate.node.node import Node
-    from warpgate.sansio.address import NodeAddress
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ class TurnMethod:
         self._releases: set[Callable[[str], Awaitable[None]]] = set()
         # Relayed addresses this node probed (as the peer of an offer): links that
         # arrive from them are relayed links.
-        self.probed: dict[tuple[str, int], float] = {}
+        self.probed: dict[tuple[str, int], tuple[float, bytes]] = {}
+        self.upgrades: weakref.WeakKeyDictionary[Link, PathUpgrade] = weakref.WeakKeyDictionary()
         self.last_timing: dict[str, float] = {}
 
     async def start(self) -> None:
@@ -119,6 +121,8 @@ class TurnMethod:
         if not self.servers or not node.signal_transports:
             return []
         cost = COST_RELAY_FIRST if self._both_hopeless(peer) else COST_RELAY
+        if transport == "udp" and node.conf["turn_relay_first"]:
+            cost = COST_RELAY_FIRST  # data over the relay at once, upgraded later
         note = "relay" if transport == "udp" else "relay, RFC 6062"
         return [
             Candidate(self.name, transport, server, None, cost + i * 0.01, note, 4)
@@ -162,7 +166,7 @@ class TurnMethod:
             allocated = time.perf_counter() - begin
             # The permission and the offer travel at once: the peer repeats its probes,
             # so one that beats the permission costs a retransmission, not a failure.
-            offer = RelayOffer(token, client.relayed).encode()
+            offer = RelayOffer(token, client.relayed, "udp", node.address()).encode()
             await asyncio.gather(self._permit(client, peer), self._offer(peer, offer))
             source = await learned
             endpoint = RelayEndpoint(node, client)
@@ -194,7 +198,21 @@ class TurnMethod:
             total * 1000,
         )
         self._tie(link, endpoint.client, endpoint.aclose)
+        if conf["turn_upgrade"]:
+            self._start_upgrade(link, direct_candidates(node, peer))
         return link
+
+    def _start_upgrade(self, link: Link, candidates: list[tuple[str, int]]) -> None:
+        """Relay-first: look for a direct path in the background (see
+        :mod:`warpgate.turn.upgrade`)."""
+        if not isinstance(link, UdpLink) or not candidates:
+            return
+        listener = self._listener_for(candidates[0][0])
+        if listener is None:
+            return
+        upgrade = PathUpgrade(self.node, link, listener, candidates)
+        self.upgrades[link] = upgrade
+        self.node.spawn(upgrade.run(), name="relay-first upgrade")
 
     async def _attempt_tcp(self, peer: NodeAddress, server: tuple[str, int], intent: bytes) -> Link:
         """RFC 6062: a TCP allocation; the peer connects to the relayed address, the
@@ -225,7 +243,11 @@ class TurnMethod:
             await client.allocate()
             allocated = time.perf_counter() - begin
             offer = RelayOffer(secrets.token_bytes(16), client.relayed, "tcp").encode()
-            await asyncio.gather(self._permit(client, peer), self._offer(peer, offer))
+            # Permission first: coturn's relayed TCP socket accepts any connection at the
+            # TCP level and closes one from an unpermitted peer afterwards, so the peer
+            # could not tell "too early" from "connected" and would not retry.
+            await self._permit(client, peer)
+            await self._offer(peer, offer)
             connection_id, _source = await attempt
             sock = await open_data_connection(
                 client, connection_id, timeout=float(conf["turn_timeout"])
@@ -322,7 +344,7 @@ class TurnMethod:
         if listener is None:
             log.info("relay offer for %s: no listening UDP socket of its family", offer.relayed)
             return
-        self._remember(offer.relayed)
+        self._remember(offer.relayed, offer.address)
         probe = encode_probe(offer.token)
         begin = time.monotonic()
         for at in PROBE_SCHEDULE:
@@ -355,10 +377,10 @@ class TurnMethod:
                 last = exc
         log.info("relay offer: could not connect to %s: %s", offer.relayed, last)
 
-    def _remember(self, relayed: tuple[str, int]) -> None:
+    def _remember(self, relayed: tuple[str, int], address: bytes = b"") -> None:
         now = time.monotonic()
-        self.probed = {a: t for a, t in self.probed.items() if now - t < RELAY_MEMORY}
-        self.probed[relayed] = now
+        self.probed = {a: v for a, v in self.probed.items() if now - v[0] < RELAY_MEMORY}
+        self.probed[relayed] = (now, address)
 
     def _answered(self, relayed: tuple[str, int]) -> bool:
         return any(link.path.remote == relayed for link in self.node.udp.links.values())
@@ -387,6 +409,30 @@ def _permit_ips(peer: NodeAddress) -> list[str]:
     return ips
 
 
+def direct_candidates(node: Node, peer: NodeAddress) -> list[tuple[str, int]]:
+    """Where the peer may be reached directly over UDP, best first: loopback on the same
+    machine, its interface address on a shared LAN or when public, its external
+    mapping."""
+    found: list[tuple[str, int]] = []
+
+    def add(ip: object, port: int) -> None:
+        if port and (str(ip), port) not in found:
+            found.append((str(ip), port))
+
+    same_machine = peer.machine_id == node.machine_id
+    for iface in peer.interfaces:
+        if iface.family != 4:
+            continue
+        if same_machine:
+            add("127.0.0.1", iface.port)
+        shared = any(iface.nic_ip in net.network for local in node.ifs for net in local.ipv4)
+        if shared or not is_lan_only(iface.nic_ip):
+            add(iface.nic_ip, iface.port)
+        if iface.ext_ip is not None:
+            add(iface.ext_ip, iface.ext_port or iface.port)
+    return found
+
+
 def _relay_can_see(peer: NodeAddress, server: tuple[str, int]) -> bool:
     """Whether one of the addresses we would permit can be the one the relay sees the
     peer's datagrams come from: an external address (measured by STUN), a public
@@ -411,8 +457,19 @@ def warpgate_link_established(node: Node, link: Any) -> None:
     method = _methods.get(node)
     if method is None or link.path.relayed:
         return
-    if link.path.remote in method.probed:
-        link.path = dataclasses.replace(link.path, relayed=True, method="turn")
+    probed = method.probed.get(link.path.remote)
+    if probed is None:
+        return
+    link.path = dataclasses.replace(link.path, relayed=True, method="turn")
+    if not node.conf["turn_upgrade"] or not probed[1]:
+        return
+    try:
+        offerer = NodeAddress.decode(probed[1])
+    except AddressError as exc:
+        log.info("relay offer carried a bad node address (no upgrade): %s", exc)
+        return
+    if offerer.public_key == link.remote_key:
+        method._start_upgrade(link, direct_candidates(node, offerer))
 
 
 @hookimpl
@@ -423,6 +480,8 @@ def warpgate_conf_defaults() -> Mapping[str, Any]:
         "turn_password": "",
         "turn_timeout": 5.0,
         "turn_keepalive": 10.0,
+        "turn_upgrade": True,
+        "turn_relay_first": False,
     }
 
 

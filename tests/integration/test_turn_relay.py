@@ -16,6 +16,8 @@ import pytest
 from tests.integration.conftest import conf
 from warpgate import Node, auto_connect
 from warpgate.connect import ConnectError
+from warpgate.link.link import LinkPath
+from warpgate.plugin import hookimpl
 from warpgate.turn import TurnClient
 from warpgate.turn.coturn import Coturn, CoturnUnavailable, loopback_coturn
 
@@ -229,3 +231,56 @@ async def test_tcp_relay_rfc6062_gives_a_stream_link(relay_pair: tuple[Node, Nod
     with contextlib.suppress(ConnectionError, TimeoutError):
         await inbound.recv(3)
     assert inbound.closed
+
+
+async def test_relay_first_link_upgrades_to_direct_without_losing_messages(
+    coturn: Coturn,
+) -> None:
+    """turn_relay_first: the link is relayed at once, then both ends prove the direct
+    path (loopback here) and move to it; the hook reports each change, and messages
+    sent all along arrive once each."""
+    changes: list[tuple[str, str, str]] = []
+
+    class Watcher:
+        @staticmethod
+        @hookimpl
+        def warpgate_link_path_changed(
+            node: Node, link: object, old: LinkPath, new: LinkPath
+        ) -> None:
+            changes.append((node.conf["identity_name"], old.kind, new.kind))
+
+    async with (
+        Node(
+            ip="127.0.0.1",
+            port=0,
+            conf=_turn_conf("alice", coturn, turn_relay_first=True),
+            plugins=[Watcher()],
+        ) as a,
+        Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", coturn), plugins=[Watcher()]) as b,
+    ):
+        await a.start()
+        await b.start()
+        link, method = await auto_connect(a, b.address(), transport="udp", timeout=8)
+        assert method == "turn" and link.path.kind == "relay", link.trace
+        inbound = await b.accept(timeout=3)
+        sent = 0
+        received: list[bytes] = []
+        for _ in range(300):  # bounded: ~3 s
+            await link.send(b"m%d" % sent)
+            sent += 1
+            with contextlib.suppress(TimeoutError):
+                received.append(await inbound.recv(0.01))
+            if link.path.kind == "direct" and inbound.path.kind == "direct":
+                break
+        assert link.path.kind == "direct" and inbound.path.kind == "direct"
+        assert link.path.remote == ("127.0.0.1", b.listen_port)
+        assert ("alice", "relay", "direct") in changes and ("bob", "relay", "direct") in changes
+        await link.send(b"last")
+        while True:
+            msg = await inbound.recv(3)
+            if msg == b"last":
+                break
+            received.append(msg)
+        assert sorted(received, key=lambda m: int(m[1:])) == [b"m%d" % i for i in range(sent)]
+        await inbound.send(b"back direct")
+        assert await link.recv(3) == b"back direct"

@@ -18,6 +18,9 @@ def test_offer_golden_vector() -> None:
     wire = ts.RelayOffer(TOKEN, ("203.0.113.5", 49152)).encode()
     assert wire.hex() == "0110" + TOKEN.hex() + "1104" + "cb007105" + "c000"
     assert ts.decode_relay_offer(wire) == ts.RelayOffer(TOKEN, ("203.0.113.5", 49152), "udp")
+    with_address = ts.RelayOffer(TOKEN, ("203.0.113.5", 49152), "udp", b"ADDR").encode()
+    assert with_address == wire + b"ADDR"
+    assert ts.decode_relay_offer(with_address).address == b"ADDR"
     v6 = ts.RelayOffer(TOKEN, ("2001:db8::7", 3478), "tcp").encode()
     assert v6[18:20] == b"\x06\x06" and ts.decode_relay_offer(v6).relayed == ("2001:db8::7", 3478)
 
@@ -44,6 +47,7 @@ def test_probe_golden_vector() -> None:
         (b"\x01\x10" + TOKEN + b"\x05\x04" + b"\0" * 6, "transport"),
         (b"\x01\x10" + TOKEN + b"\x11\x05" + b"\0" * 6, "family"),
         (b"\x01\x10" + TOKEN + b"\x11\x04" + b"\0" * 5, "expected 6"),
+        (b"\x01\x10" + TOKEN + b"\x11\x06" + b"\0" * 17, "expected 18"),
         (b"\x01\x10" + TOKEN + b"\x11\x04" + b"\1\2\3\4\0\0", "port is 0"),
         (b"\x01\x01", "not a relay offer"),
     ],

@@ -410,6 +410,23 @@ def warpgate_link_established(node: Node, link: Any) -> None:
 
 
 @_spec
+def warpgate_link_path_changed(node: Node, link: Any, old: Any, new: Any) -> None:
+    """A link moved to another path: from a relay to a proven direct path (a
+    relay-first link upgrading), or back to the relay when the direct path went silent.
+
+    :param link: the link; ``link.path`` is already ``new``.
+    :param old: the previous :class:`~warpgate.link.link.LinkPath`.
+    :param new: the current one; ``new.kind`` is ``"relay"`` or ``"direct"``.
+
+    Example::
+
+        @hookimpl
+        def warpgate_link_path_changed(node, link, old, new):
+            log.info("link %s: %s -> %s", link.remote_key.hex()[:8], old.kind, new.kind)
+    """
+
+
+@_spec
 def warpgate_connect_failed(node: Node, attempt: Any, error: BaseException) -> None:
     """An attempt to reach a peer failed.
 

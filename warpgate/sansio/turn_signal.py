@@ -6,7 +6,10 @@ message envelope of :mod:`warpgate.sansio.signal_messages` (version u8 = 1 | typ
 with its own type:
 
     1 | 0x10 | token (16 bytes) | transport u8 (17 UDP, 6 TCP) | family u8 (4/6) |
-    relayed IP (4 or 16 bytes) | relayed port u16
+    relayed IP (4 or 16 bytes) | relayed port u16 [| sender's node address]
+
+The optional trailing node address (binary form) tells the peer where the sender can
+be reached directly, so a relay-first link can probe for a direct path from both ends.
 
 **Relay probe** (a UDP datagram, peer → relayed address): tells the allocating side the
 address the relay sees the peer at (a symmetric NAT picks a new port per destination,
@@ -42,6 +45,8 @@ class RelayOffer:
     token: bytes
     relayed: Addr
     transport: str = "udp"
+    #: The sender's node address, binary form (empty: not given).
+    address: bytes = b""
 
     def encode(self) -> bytes:
         if len(self.token) != TOKEN_SIZE:
@@ -62,6 +67,7 @@ class RelayOffer:
             + bytes([proto, ip.version])
             + ip.packed
             + struct.pack("!H", port)
+            + bytes(self.address)
         )
 
 
@@ -84,13 +90,14 @@ def decode_relay_offer(data: bytes) -> RelayOffer:
     if size is None:
         raise SignalMessageError(f"relay offer address family {family} is not 4 or 6")
     rest = body[TOKEN_SIZE + 2 :]
-    if len(rest) != size + 2:
+    if len(rest) < size + 2:
         raise SignalMessageError(f"relay offer address is {len(rest)} bytes, expected {size + 2}")
     ip = ipaddress.ip_address(bytes(rest[:size]))
     port = struct.unpack_from("!H", rest, size)[0]
     if port == 0:
         raise SignalMessageError("relay offer port is 0")
-    return RelayOffer(token, (str(ip), port), _TRANSPORTS[proto])
+    # The sender's node address is parsed (and checked) by whoever uses it.
+    return RelayOffer(token, (str(ip), port), _TRANSPORTS[proto], bytes(rest[size + 2 :]))
 
 
 def encode_probe(token: bytes) -> bytes:
