@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 COST_REVERSE = 5.0
 DIAL_BACK_TIMEOUT = 10.0
+# Anyone with a key can sign a request, and each dial-back may hold a connection attempt
+# for DIAL_BACK_TIMEOUT: bound how many run at once, in all and per requesting key.
+MAX_DIAL_BACKS = 64
+MAX_DIAL_BACKS_PER_PEER = 16
 
 
 class ReverseMethod:
@@ -44,6 +48,8 @@ class ReverseMethod:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._tasks: set[asyncio.Task[None]] = set()
+        self._per_peer: dict[bytes, int] = {}
+        self.refused = 0  # requests ignored because too many dial-backs were running
 
     async def start(self) -> None:
         for transport in self.node.signal_transports.values():
@@ -93,9 +99,26 @@ class ReverseMethod:
         if request.address.public_key != sender:
             log.warning("ignored a reverse-connect request for an address its sender does not own")
             return
+        running = self._per_peer.get(sender, 0)
+        if len(self._tasks) >= MAX_DIAL_BACKS or running >= MAX_DIAL_BACKS_PER_PEER:
+            self.refused += 1
+            log.warning(
+                "reverse connect: %d dial-backs running (%d for %s...); ignored a request",
+                len(self._tasks),
+                running,
+                sender.hex()[:16],
+            )
+            return
         task = asyncio.create_task(self._dial_back(request), name="reverse dial-back")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._per_peer[sender] = running + 1
+        task.add_done_callback(lambda t: self._finished(t, sender))
+
+    def _finished(self, task: asyncio.Task[None], sender: bytes) -> None:
+        self._tasks.discard(task)
+        left = self._per_peer.pop(sender, 1) - 1
+        if left > 0:
+            self._per_peer[sender] = left
 
     async def _dial_back(self, request: ReverseConnect) -> None:
         try:

@@ -108,3 +108,51 @@ async def test_udp_garbage_flood_is_dropped_and_real_peers_still_connect(
     async with asyncio.timeout(5):  # what reached the node was counted and dropped
         while b.dropped_datagrams + listener.udp_protocol.dropped == 0:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+
+
+async def test_reverse_connect_requests_cannot_pile_up_dial_backs() -> None:
+    """Eve signs a hundred reverse-connect requests for her own address, which points at
+    a tarpit (accepts, never answers): Bob runs at most MAX_DIAL_BACKS_PER_PEER dial-backs
+    for her at once, ignores the rest, and Alice's reverse connect still works."""
+    from tests.integration.conftest import conf
+    from warpgate.sansio.address import InterfaceAddress, NodeAddress
+    from warpgate.sansio.signal_messages import ReverseConnect
+    from warpgate_plugins import reverse
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def tarpit(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # hold the connection, never answer
+
+    pit = await asyncio.start_server(tarpit, "127.0.0.1", 0)
+    sig = {"sig_pipe_no": 1, "plugins": {"signal": ["memory"]}}
+    try:
+        async with (
+            Node(ip="127.0.0.1", port=0, conf=conf("bob", **sig)) as bob,
+            Node(ip="127.0.0.1", port=0, conf=conf("eve", **sig)) as eve,
+            Node(ip="127.0.0.1", port=0, conf=conf("alice", **sig)) as alice,
+        ):
+            for node in (bob, eve, alice):
+                await node.start()
+            lure = NodeAddress(
+                public_key=eve.public_key,
+                machine_id=os.urandom(16),
+                interfaces=(
+                    InterfaceAddress(nic_ip="127.0.0.1", port=pit.sockets[0].getsockname()[1]),
+                ),
+            )
+            for i in range(100):
+                request = ReverseConnect(b"lure-%d" % i, lure).encode()
+                await eve.signal_transports["memory"].send(bob.public_key, request)
+            method = bob.traversal_methods["reverse"]
+            async with asyncio.timeout(5):
+                while method.refused < 100 - reverse.MAX_DIAL_BACKS_PER_PEER:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            assert len(method._tasks) <= reverse.MAX_DIAL_BACKS_PER_PEER
+            link, won = await auto_connect(alice, bob.address(), methods=["reverse"], timeout=5)
+            assert won == "reverse" and link.remote_key == bob.public_key
+    finally:
+        for writer in held:
+            writer.close()
+        pit.close()
+        await pit.wait_closed()
