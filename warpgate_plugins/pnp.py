@@ -131,6 +131,16 @@ class PnpNames:
         errors = [r for r in results.values() if isinstance(r, PnpRequestError)]
         for error in errors:
             if isinstance(error, NameTakenError):
+                # another key owns the name on some server: do not leave it half
+                # registered on the others (best effort; it would expire anyway)
+                took = [s for s, r in results.items() if not isinstance(r, PnpRequestError)]
+                if took:
+                    undone = await self.client.delete_each(bare, node.private_key, took)
+                    for server, result in undone.items():
+                        if isinstance(result, PnpRequestError):
+                            log.warning(
+                                "pnp: could not withdraw %r from %s: %s", bare, server, result
+                            )
                 raise error
         stored = [r.expires_ms for r in results.values() if not isinstance(r, PnpRequestError)]
         if not stored:
@@ -169,6 +179,13 @@ class PnpNames:
                 expires_ms, missing = await self._put(bare, node)
                 failed = False
                 log.debug("pnp: refreshed %s", bare)
+            except NameTakenError as exc:
+                # the record expired (the servers were unreachable for its whole
+                # lifetime) and another key registered the name: it is theirs now
+                log.error("pnp: lost the name %r to another key; not refreshing it: %s", bare, exc)
+                if self._refresh.get(bare) is asyncio.current_task():
+                    del self._refresh[bare]
+                return
             except (WarpgateError, OSError) as exc:
                 failed = True
                 log.warning("pnp: refreshing %r failed (will retry): %s", bare, exc)

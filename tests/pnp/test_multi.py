@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.pnp.conftest import Stores
+from tests.pnp.conftest import Stores, exchange
 from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
-from warpgate.pnp.client import PnpClient, PnpUnreachableError
+from warpgate.pnp.client import NameTakenError, PnpClient, PnpUnreachableError
 from warpgate.pnp.server import PnpServer
 from warpgate.pnp.store import open_store
+from warpgate.sansio.pnp import Op, Status, encode_request, make_signed
 
 
 def conf(name: str, ports: list[int], **extra: Any) -> dict[str, Any]:
@@ -115,3 +118,55 @@ async def test_start_with_every_server_down_registers_later(tmp_path: Path) -> N
             while await on_server(port, "erin") is None:
                 assert time.monotonic() < deadline, "never registered"
                 await asyncio.sleep(0.2)
+
+
+async def test_taken_on_one_server_is_withdrawn_from_the_others(tmp_path: Path) -> None:
+    async with (
+        PnpServer(open_store(tmp_path / "a.db"), port=0) as a,
+        PnpServer(open_store(tmp_path / "b.db"), port=0) as b,
+    ):
+        squatter = ec.generate_private_key(ec.SECP256R1())
+        await PnpClient([("127.0.0.1", a.port)]).put("zed", b"theirs", squatter, ttl=600)
+        c = conf("zed", [a.port, b.port], enable_nickname=False)
+        async with Node(ip="127.0.0.1", port=0, conf=c) as node:
+            await node.start()
+            with pytest.raises(NameTakenError):
+                await node.nickname("zed")
+            assert await on_server(b.port, "zed") is None  # not left half-registered
+            assert await on_server(a.port, "zed") == b"theirs"
+
+
+async def test_a_lost_name_is_no_longer_refreshed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    offset = [0.0]
+    store = open_store(tmp_path / "l.db")
+    async with PnpServer(store, port=0, min_ttl=1, clock=lambda: time.time() + offset[0]) as srv:
+        c = conf("lola", [srv.port], pnp_ttl=2, enable_nickname=False)
+        async with Node(ip="127.0.0.1", port=0, conf=c) as node:
+            await node.start()
+            assert await node.nickname("lola") == "lola.p2p"
+            names = node.name_services["pnp"]
+            # the server sees lola's record expire (its clock jumps), another key takes
+            # the name, and the clock comes back: lola's next refresh is refused
+            offset[0] = 1000.0
+            other = ec.generate_private_key(ec.SECP256R1())
+            req = make_signed(
+                Op.PUT,
+                "lola",
+                key=other,
+                request_id=1,
+                timestamp_ms=int((time.time() + 1000) * 1000),
+                nonce=secrets.token_bytes(16),
+                ttl=3600,
+                value=b"other",
+            )
+            assert (await exchange(srv.port, encode_request(req))).status == Status.OK
+            offset[0] = 0.0
+            caplog.set_level(logging.ERROR)
+            deadline = time.monotonic() + 10
+            while "lola" in names._refresh:
+                assert time.monotonic() < deadline, "still refreshing a lost name"
+                await asyncio.sleep(0.1)
+            assert "lost the name" in caplog.text
+            assert await on_server(srv.port, "lola") == b"other"

@@ -173,6 +173,9 @@ def test_rate_limiter_and_client_keys() -> None:
     assert limiter.allow("a", 0) and limiter.allow("a", 0)
     assert not limiter.allow("a", 0)
     assert limiter.allow("a", 1.0)
+    # the clock steps back an hour: the client is not locked out for that hour
+    assert not limiter.allow("a", -3600.0)
+    assert limiter.allow("a", -3599.0)
     limiter.allow("b", 0)
     limiter.allow("c", 0)
     assert "a" not in limiter._buckets

@@ -211,12 +211,34 @@ class PnpClient:
         return out
 
     async def delete(self, name: str, key: ec.EllipticCurvePrivateKey) -> None:
+        """Delete ``name`` on every server (a server without it is fine).
+
+        :raises PnpRequestError: a server refused or could not be reached.
+        """
+        for result in (await self.delete_each(name, key)).values():
+            if isinstance(result, PnpRequestError) and not isinstance(result, NameNotFoundError):
+                raise result
+
+    async def delete_each(
+        self,
+        name: str,
+        key: ec.EllipticCurvePrivateKey,
+        servers: Sequence[Server] | None = None,
+    ) -> dict[Server, Response | PnpRequestError]:
+        """Delete ``name`` on ``servers`` (default: all) at once; each one's answer."""
         name = normalise_name(name)
-        for server in self.servers:
-            try:
-                await self._signed(server, Op.DELETE, name, key, 0, b"")
-            except NameNotFoundError:
-                pass
+        targets = list(self.servers if servers is None else servers)
+        results = await asyncio.gather(
+            *(self._signed(s, Op.DELETE, name, key, 0, b"") for s in targets),
+            return_exceptions=True,
+        )
+        out: dict[Server, Response | PnpRequestError] = {}
+        for server, result in zip(targets, results, strict=True):
+            if isinstance(result, PnpRequestError | Response):
+                out[server] = result
+            elif isinstance(result, BaseException):
+                raise result
+        return out
 
     async def _signed(
         self,

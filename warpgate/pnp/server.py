@@ -73,7 +73,9 @@ class RateLimiter:
 
     def allow(self, client: str, now: float) -> bool:
         tokens, last = self._buckets.pop(client, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        # max(0, ...): a wall clock stepped back (NTP) must not lock every client out
+        # for as long as the step
+        tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
         allowed = tokens >= 1.0
         if allowed:
             tokens -= 1.0
