@@ -78,3 +78,23 @@ def fresh_entry_points() -> Iterator[None]:
     refresh_entry_points()
     yield
     refresh_entry_points()
+
+
+_QUIETED_LOGGERS = ("warpgate", "warpgate_plugins", "amqtt", "asyncio", "paho")
+
+
+@pytest.fixture(autouse=True)
+def _restore_log_levels() -> Iterator[None]:
+    """CLI commands run in-process quiet the library's loggers, as a command should;
+    put the levels back so a later test's ``caplog`` still sees warnings."""
+    import logging
+
+    saved = {name: logging.getLogger(name).level for name in _QUIETED_LOGGERS}
+    yield
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("warpgate.", "warpgate_plugins.")):
+            logger = logging.getLogger(name)
+            if logger.level > logging.DEBUG and logger.level != logging.NOTSET:
+                logger.setLevel(logging.NOTSET)
