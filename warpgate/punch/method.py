@@ -29,6 +29,7 @@ CONF_DEFAULTS: dict[str, Any] = {
     "punch_keepalive": 15.0,
     "punch_tcp_schedule": "rtt",
     "punch_tcp_sockets": 4,
+    "punch_tcp_prime_ttl": 2,
     "punch_birthday_sockets": 256,
     "punch_birthday_probes": 4096,
 }

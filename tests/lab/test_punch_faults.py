@@ -1,0 +1,118 @@
+"""Punching faults: a peer that never answers, stray probes with a wrong session from a
+third host; each attempt fails (or carries on) cleanly and no socket is left open."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import socket
+from typing import Any
+
+import pytest
+
+from tests.lab.punch_helpers import node_conf, open_fds
+from warpgate import Node, auto_connect
+from warpgate.connect import ConnectError
+from warpgate.sansio.address import NodeAddress
+from warpgate.sansio.punch_probe import PROBE, Probe
+
+pytestmark = pytest.mark.lab
+
+
+async def _silent_peer(stun: str, address: concurrent.futures.Future[bytes], hold: float) -> None:
+    # A peer without the punch methods: offers reach it and are never answered.
+    conf = node_conf("silent", stun, plugins={"signal": ["memory"], "disable": ["udp-punch"]})
+    async with Node(port=0, conf=conf) as node:
+        await node.start()
+        address.set_result(node.address())
+        await asyncio.sleep(hold)
+
+
+async def _requester(stun: str, address: concurrent.futures.Future[bytes]) -> dict[str, Any]:
+    conf = node_conf("asker", stun, punch_signal_timeout=1.0)
+    async with Node(port=0, conf=conf) as node:
+        await node.start()
+        peer = await asyncio.wrap_future(address)
+        loop = asyncio.get_running_loop()
+        begin = loop.time()
+        try:
+            await auto_connect(node, peer, transport="udp", methods=["udp_punch"], timeout=4)
+            outcome = "connected?!"
+        except ConnectError as exc:
+            outcome = str(exc)
+        took = loop.time() - begin
+    return {"outcome": outcome, "took": took}
+
+
+async def test_peer_that_never_answers_fails_within_the_deadline_without_leaks(
+    lab_factory: Any,
+) -> None:
+    lab = lab_factory(("port-restricted", "port-restricted"), servers=True)
+    stun = f"{lab.servers['stun']['host']}:{lab.servers['stun']['port']}"
+    address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+    before = open_fds()
+    _silent, asked = await asyncio.gather(
+        lab.arun("b", _silent_peer, stun, address, 8.0, timeout=60),
+        lab.arun("a", _requester, stun, address, timeout=60),
+    )
+    await asyncio.sleep(0.2)
+    assert open_fds() <= before  # both nodes closed: every socket they opened is closed
+    assert "udp_punch/udp via signalling (probe) -> failed after" in asked["outcome"], asked
+    assert asked["took"] < 3.0  # the 1 s signal timeout, not the 4 s overall deadline
+
+
+def _spray(target: tuple[str, int], count: int) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(count):
+            s.sendto(Probe(PROBE, bytes([i % 256]) * 16, i).encode(), target)
+            s.sendto(b"\xe0garbage", target)
+    return count
+
+
+async def _punch_pair_with_strays(lab: Any, stun: str) -> dict[str, Any]:
+    address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+    done: concurrent.futures.Future[bool] = concurrent.futures.Future()
+
+    async def serve() -> dict[str, Any]:
+        async with Node(port=0, conf=node_conf("srv", stun)) as node:
+            await node.start()
+            address.set_result(node.address())
+            link = await node.accept(timeout=20)
+            await link.send(b"ok:" + await link.recv(timeout=20))
+            await asyncio.wrap_future(done)
+            method = node.traversal_methods["udp_punch"]
+            return {"ignored": method.puncher.ignored}
+
+    async def dial() -> dict[str, Any]:
+        try:
+            async with Node(port=0, conf=node_conf("cli", stun)) as node:
+                await node.start()
+                peer = await asyncio.wrap_future(address)
+                # A third host sprays the peer's mapped port with wrong-session probes.
+                nat_b = lab.wan_address("nat_b")
+                port = next(
+                    i.ext_port
+                    for i in NodeAddress.decode(peer).interfaces
+                    if str(i.ext_ip) == nat_b
+                )
+                await asyncio.to_thread(lab.call, "pub", _spray, (nat_b, port), 50)
+                link, method = await auto_connect(
+                    node, peer, transport="udp", methods=["udp_punch"], timeout=15
+                )
+                await link.send(b"x")
+                return {"method": method, "echo": await link.recv(timeout=10)}
+        finally:
+            done.set_result(True)
+
+    served, dialled = await asyncio.gather(
+        lab.arun("b", serve, timeout=60), lab.arun("a", dial, timeout=60)
+    )
+    return {**served, **dialled}
+
+
+async def test_stray_probes_with_a_wrong_session_change_nothing(lab_factory: Any) -> None:
+    lab = lab_factory(("full-cone", "full-cone"), servers=True)
+    stun = f"{lab.servers['stun']['host']}:{lab.servers['stun']['port']}"
+    got = await _punch_pair_with_strays(lab, stun)
+    assert got["method"] == "udp_punch" and got["echo"] == b"ok:x"
+    assert got["ignored"] >= 50  # every stray probe dropped and counted
