@@ -51,8 +51,8 @@ _U32 = struct.Struct(">I")
 class UpgradeSettings:
     probe_interval: float = 0.1  # between rounds of probes while looking for a path
     probe_for: float = 10.0  # give up looking after this long (the relay stays)
-    keepalive: float = 1.0  # PING on the direct path this often
-    suspect_after: float = 2.0  # no PONG this long: send on both paths
+    keepalive: float = 0.5  # PING on the direct path this often
+    suspect_after: float = 1.0  # no PONG this long: send on both paths too
     dead_after: float = 5.0  # no PONG this long: back to the relay (<= 6 s detection)
     rounds: int = 3  # upgrade attempts per link (direct, dead, direct again, ...)
 

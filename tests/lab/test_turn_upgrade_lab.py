@@ -1,0 +1,229 @@
+"""Relay-first links in the lab: a UDP link between two port-restricted NATs starts on
+the lab's coturn, proves the direct path and moves to it on both ends; a firewall rule
+that drops the direct path sends both ends back to the relay within 6.5 s, and messages
+keep flowing, never duplicated."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import time
+from typing import Any
+
+import pytest
+
+from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
+
+pytestmark = pytest.mark.lab
+
+TIMEOUT = 20.0
+FALLBACK_TARGET = 6.5
+
+
+def conf(lab: Any, name: str) -> dict[str, Any]:
+    stun = lab.servers["stun"]
+    server = f"{stun['host']}:{stun['port']}"
+    return dict_child(
+        {
+            "identity_name": name,
+            "sig_pipe_no": 1,
+            "plugins": {"signal": ["memory"]},
+            "enable_stun_clients": True,
+            "stun_servers": [server],
+            "turn_servers": [server],
+            "turn_username": stun["username"],
+            "turn_password": stun["password"],
+            "turn_relay_first": True,
+        },
+        NODE_TEST_CONF,
+    )
+
+
+class Side:
+    """What one end saw, shared with the test thread."""
+
+    def __init__(self) -> None:
+        self.kinds: list[tuple[float, str]] = []
+        self.received: list[int] = []
+        self.sent = 0
+
+
+async def _until(pred: Any, limit: float) -> bool:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        await asyncio.sleep(0.02)
+    return pred()
+
+
+async def _pump(link: Any, side: Side, stop: asyncio.Event) -> None:
+    """Send a numbered message every 20 ms, receive whatever comes, until ``stop``."""
+
+    async def reader() -> None:
+        with contextlib.suppress(ConnectionError):
+            async for msg in link:
+                if msg.startswith(b"n"):
+                    side.received.append(int(msg[1:]))
+
+    task = asyncio.create_task(reader())
+    last = link.path.kind
+    side.kinds.append((time.monotonic(), last))
+    try:
+        while not stop.is_set():
+            await link.send(b"n%d" % side.sent)
+            side.sent += 1
+            if link.path.kind != last:
+                last = link.path.kind
+                side.kinds.append((time.monotonic(), last))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.02)
+        await asyncio.sleep(0.5)  # the last messages in flight
+    finally:
+        task.cancel()
+
+
+async def callee(
+    lab: Any,
+    address_out: concurrent.futures.Future[bytes],
+    side: Side,
+    stop: concurrent.futures.Future[None],
+) -> None:
+    async with Node(port=0, conf=conf(lab, "bob")) as node:
+        await node.start()
+        address_out.set_result(node.address())
+        link = await node.accept(timeout=TIMEOUT)
+        done = asyncio.Event()
+        asyncio.get_running_loop().create_task(_wait_then_set(stop, done))
+        await _pump(link, side, done)
+
+
+async def caller(
+    lab: Any,
+    address_in: concurrent.futures.Future[bytes],
+    side: Side,
+    stop: concurrent.futures.Future[None],
+) -> str:
+    async with Node(port=0, conf=conf(lab, "alice")) as node:
+        await node.start()
+        link, method = await auto_connect(
+            node,
+            await asyncio.wrap_future(address_in),
+            transport="udp",
+            methods=["turn"],
+            timeout=TIMEOUT,
+        )
+        done = asyncio.Event()
+        asyncio.get_running_loop().create_task(_wait_then_set(stop, done))
+        await _pump(link, side, done)
+        return method
+
+
+async def _wait_then_set(fut: concurrent.futures.Future[None], event: asyncio.Event) -> None:
+    await asyncio.wrap_future(fut)
+    event.set()
+
+
+def _kind(side: Side) -> str:
+    return side.kinds[-1][1] if side.kinds else "?"
+
+
+async def test_relay_first_upgrades_then_falls_back_when_the_direct_path_dies(
+    lab_factory: Any,
+) -> None:
+    lab = lab_factory(("port-restricted", "port-restricted"))
+    a, b = Side(), Side()
+    address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+    stop: concurrent.futures.Future[None] = concurrent.futures.Future()
+    wan_b = lab.wan_address("nat_b")
+
+    async def drive() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        try:
+            started = await _until(lambda: bool(a.kinds) and bool(b.kinds), TIMEOUT)
+            out["relay_first"] = started and a.kinds[0][1] == "relay" and b.kinds[0][1] == "relay"
+            out["upgraded"] = await _until(
+                lambda: _kind(a) == "direct" and _kind(b) == "direct", 15
+            )
+            await asyncio.sleep(1.0)  # traffic on the direct path
+            # Drop every UDP datagram between the two NATs' WAN addresses, both ways;
+            # the relay (another address) is untouched.
+            for argv in (
+                ["nft", "add", "table", "inet", "wgtest"],
+                [
+                    "nft",
+                    "add",
+                    "chain",
+                    "inet",
+                    "wgtest",
+                    "filt",
+                    "{ type filter hook forward priority -5 ; policy accept ; }",
+                ],
+                [
+                    "nft",
+                    "add",
+                    "rule",
+                    "inet",
+                    "wgtest",
+                    "filt",
+                    "ip",
+                    "daddr",
+                    wan_b,
+                    "meta",
+                    "l4proto",
+                    "udp",
+                    "drop",
+                ],
+                [
+                    "nft",
+                    "add",
+                    "rule",
+                    "inet",
+                    "wgtest",
+                    "filt",
+                    "ip",
+                    "saddr",
+                    wan_b,
+                    "meta",
+                    "l4proto",
+                    "udp",
+                    "drop",
+                ],
+            ):
+                await asyncio.to_thread(lab.exec, "nat_a", argv, check=True)
+            cut = time.monotonic()
+            out["sent_at_cut"] = (a.sent, b.sent)
+            out["fell_back"] = await _until(lambda: _kind(a) == "relay" and _kind(b) == "relay", 10)
+            out["fallback_a"] = next((t for t, k in a.kinds if t > cut and k == "relay"), 99) - cut
+            out["fallback_b"] = next((t for t, k in b.kinds if t > cut and k == "relay"), 99) - cut
+            out["sent_at_fallback"] = (a.sent, b.sent)
+            await asyncio.sleep(1.5)  # traffic back on the relay
+        finally:
+            stop.set_result(None)
+        return out
+
+    out, _, method = await asyncio.gather(
+        drive(),
+        lab.arun("b", callee, lab, address, b, stop, timeout=90),
+        lab.arun("a", caller, lab, address, a, stop, timeout=90),
+    )
+    lost = {
+        "a->b": sorted(set(range(a.sent)) - set(b.received)),
+        "b->a": sorted(set(range(b.sent)) - set(a.received)),
+    }
+    print(
+        "relay-first lab:", out, "kinds:", a.kinds, b.kinds, "sent:", a.sent, b.sent, "lost:", lost
+    )
+    assert method == "turn"
+    assert out["relay_first"], (a.kinds, b.kinds)
+    assert out["upgraded"], (a.kinds, b.kinds)
+    assert out["fell_back"], (a.kinds, b.kinds)
+    assert out["fallback_a"] <= FALLBACK_TARGET and out["fallback_b"] <= FALLBACK_TARGET, out
+    window = int((1.0 + 0.5 + 0.5) / 0.02)  # suspicion (1 s) + a keepalive + slack
+    for (name, lost_list), cut_at in zip(lost.items(), out["sent_at_cut"], strict=True):
+        got = b.received if name == "a->b" else a.received
+        assert len(got) == len(set(got)), "no message is delivered twice"
+        # Only messages sent on the dead path before it was suspected are lost.
+        assert len(lost_list) <= window, (name, lost_list)
+        assert all(cut_at - 5 <= n <= cut_at + window for n in lost_list), (name, cut_at, lost_list)
