@@ -190,3 +190,61 @@ async def test_database_down_is_internal_error_not_a_hang(stores: Stores) -> Non
             await asyncio.sleep(0.2)
         assert resp.status == Status.OK and resp.value == b"1"
         assert (await exchange(server.port, signed(key, "dora", b"3"))).status == Status.OK
+
+
+async def test_tcp_connection_flood_is_bounded(server: PnpServer) -> None:
+    server.max_tcp_per_ip = 4
+    held = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(4)]
+    try:
+        # a fifth idle connection from the same address is closed at once
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        async with asyncio.timeout(3):
+            assert await reader.read(1) == b""
+        writer.close()
+        # UDP keeps serving meanwhile
+        await still_serving(server)
+    finally:
+        for _, w in held:
+            w.close()
+            await w.wait_closed()
+    # once they are gone, TCP is served again
+    for _ in range(100):  # the server sees the closes within a few loop turns
+        if not server._tcp_total:
+            break
+        await asyncio.sleep(0.05)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        get = encode_request(make_get("nobody", 9))
+        writer.write(struct.pack(">H", len(get)) + get)
+        async with asyncio.timeout(3):
+            (size,) = struct.unpack(">H", await reader.readexactly(2))
+            assert decode_response(await reader.readexactly(size)).status == Status.NOT_FOUND
+    finally:
+        writer.close()
+
+
+async def test_udp_overload_drops_instead_of_queueing(server: PnpServer) -> None:
+    server.max_inflight = 2
+    loop = asyncio.get_running_loop()
+    answers: list[bytes] = []
+
+    class Collect(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            answers.append(data)
+
+    transport, _ = await loop.create_datagram_endpoint(
+        Collect, remote_addr=("127.0.0.1", server.port)
+    )
+    try:
+        sent = 60
+        key = new_key()
+        for i in range(sent):  # signed PUTs: each waits for the store
+            transport.sendto(signed(key, f"burst{i}", b"x"))
+        await asyncio.sleep(1.0)
+    finally:
+        transport.close()
+    assert server.dropped > 0
+    assert len(answers) + server.dropped == sent
+    assert server._udp_inflight == 0
+    server.max_inflight = 4096
+    await still_serving(server)

@@ -94,10 +94,22 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.server._spawn(self._answer(data, addr))
+        server = self.server
+        if server._udp_inflight >= server.max_inflight:
+            # the store cannot keep up (or a flood): drop rather than queue without
+            # bound; clients retry, and the answer to a retry is the same
+            server.dropped += 1
+            if server.dropped % 1000 == 1:
+                log.warning("PNP: overloaded, dropping requests (%d so far)", server.dropped)
+            return
+        server._udp_inflight += 1
+        server._spawn(self._answer(data, addr))
 
     async def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
-        reply = await self.server.handle(data, addr[0])
+        try:
+            reply = await self.server.handle(data, addr[0])
+        finally:
+            self.server._udp_inflight -= 1
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(reply, addr)
 
@@ -123,6 +135,9 @@ class PnpServer:
         replay_cache: int = 100_000,
         prune_interval: float = 600.0,
         tcp_idle: float = 30.0,
+        max_inflight: int = 4096,
+        max_tcp: int = 1024,
+        max_tcp_per_ip: int = 8,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -134,6 +149,14 @@ class PnpServer:
         self.replays = ReplayCache(window=2 * window, max_entries=replay_cache)
         self.prune_interval = prune_interval
         self.tcp_idle = tcp_idle
+        # bounds on what a flood can make the server hold: UDP requests being answered,
+        # TCP connections in all and per client address (IPv4 address or IPv6 /64)
+        self.max_inflight = max_inflight
+        self.max_tcp, self.max_tcp_per_ip = max_tcp, max_tcp_per_ip
+        self.dropped = 0
+        self._udp_inflight = 0
+        self._tcp_clients: dict[str, int] = {}
+        self._tcp_total = 0
         self.clock = clock
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
@@ -211,6 +234,19 @@ class PnpServer:
         if task is not None:
             self._tasks.add(task)  # type: ignore[arg-type]
         peer = writer.get_extra_info("peername") or ("?", 0)
+        client = client_key(peer[0])
+        held = self._tcp_clients.get(client, 0)
+        total = self._tcp_total
+        if held >= self.max_tcp_per_ip or total >= self.max_tcp:
+            # over a bound: close at once (the client still has UDP, or retries later)
+            log.info("PNP: refusing a TCP connection from %s (%d open from it, %d in all)",
+                     peer[0], held, total)  # fmt: skip
+            if task is not None:
+                self._tasks.discard(task)  # type: ignore[arg-type]
+            writer.close()
+            return
+        self._tcp_clients[client] = held + 1
+        self._tcp_total += 1
         try:
             while True:
                 head = await asyncio.wait_for(reader.readexactly(2), self.tcp_idle)
@@ -222,6 +258,12 @@ class PnpServer:
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self._tcp_total -= 1
+            left = self._tcp_clients.get(client, 1) - 1
+            if left > 0:
+                self._tcp_clients[client] = left
+            else:
+                self._tcp_clients.pop(client, None)
             if task is not None:
                 self._tasks.discard(task)  # type: ignore[arg-type]
             writer.close()
