@@ -98,16 +98,20 @@ def test_connect_by_address_file_offline(tmp_path: Path) -> None:
         wait_for(addr.exists, what="address file")
         NodeAddress.decode(addr.read_bytes())  # a real address, not a placeholder
         data = os.urandom(200_000)
-        result = subprocess.run(
-            [sys.executable, "-m", "warpgate", "connect", str(addr), "--offline", *LOOP],
-            input=data,
-            capture_output=True,
-            timeout=60,
-            env=dict(os.environ, WARPGATE_HOME=str(tmp_path / "wg2")),
-        )
-        assert result.returncode == 0, result.stderr
-        out, err = proc.communicate(timeout=30)
+        (tmp_path / "data.bin").write_bytes(data)
+        with (tmp_path / "data.bin").open("rb") as stdin:
+            connect = subprocess.Popen(
+                [sys.executable, "-m", "warpgate", "connect", str(addr), "--offline", *LOOP],
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=dict(os.environ, WARPGATE_HOME=str(tmp_path / "wg2")),
+            )
+        # Read the listener's output while the data flows (a full pipe would stall it).
+        out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
+        _, cerr = connect.communicate(timeout=60)
+        assert connect.returncode == 0, cerr
         assert out == data  # binary-safe, in order, complete
     finally:
         if proc.poll() is None:

@@ -8,6 +8,10 @@ import json
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from warpgate.demo.runner import DemoReport
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -55,12 +59,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        from warpgate.demo.lab import main_sync as lab_main
-
-        return lab_main(json_out=args.json, nat_a=args.nat_a, nat_b=args.nat_b)
+        return _run_lab(args)
     from warpgate.demo.runner import run_demo
 
     report = asyncio.run(run_demo(sys.stdout, quiet=args.json))
-    if args.json:
+    return _finish(report, args.json)
+
+
+def _finish(report: DemoReport, as_json: bool) -> int:
+    if as_json:
         print(json.dumps(report.as_json(), indent=2))
     return 0 if report.worked else 1
+
+
+def _run_lab(args: argparse.Namespace) -> int:
+    from warpgate.demo.lab import run_lab_demo
+    from warpgate.demo.runner import print_tail
+    from warpgate.lab import Lab, LabError, two_nat
+
+    try:
+        topology = two_nat(args.nat_a, args.nat_b, upnp=False)
+    except (ValueError, LabError) as exc:
+        print(
+            f"warpgate demo: error: {exc}; try: warpgate lab --help lists the NAT modes",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        with Lab(topology, servers=True) as lab:
+            report = asyncio.run(run_lab_demo(lab, sys.stdout, quiet=args.json))
+    except LabError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(
+            f"warpgate demo: error: the lab did not start: {first}; "
+            "try: warpgate lab down, then again (docs/lab.md lists what it needs)",
+            file=sys.stderr,
+        )
+        return 1
+    if not args.json:
+        print_tail(report, sys.stdout)
+    return _finish(report, args.json)

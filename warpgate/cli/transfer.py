@@ -37,6 +37,7 @@ from warpgate.link.link import Link, LinkClosed
 HEADER, DATA, END, ACK = b"h", b"d", b"e", b"k"
 CHUNK = 256 * 1024
 ACK_TIMEOUT = 60.0
+RECV_QUEUE_LIMIT = 300  # more than a link queues for recv()
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -168,9 +169,13 @@ async def _send(args: argparse.Namespace) -> int:
             progress.finish()
             ack = await link.recv(timeout=ACK_TIMEOUT)
         except (LinkClosed, OSError, TimeoutError) as exc:
-            raise CommandError(
-                f"the transfer broke off: {exc or type(exc).__name__}", "send it again"
-            ) from None
+            # A receiver that refuses the file says why, then hangs up while we are
+            # still sending: its answer is already here, and it is the better news.
+            ack = await _pending_answer(link)
+            if ack is None:
+                raise CommandError(
+                    f"the transfer broke off: {exc or type(exc).__name__}", "send it again"
+                ) from None
         finally:
             await link.close()
     answer = _decode(ack, ACK)
@@ -181,6 +186,18 @@ async def _send(args: argparse.Namespace) -> int:
         )
     status(f"sent {path.name}: {_size(size)}, sha256 {digest} verified by the receiver")
     return 0
+
+
+async def _pending_answer(link: Link) -> bytes | None:
+    """An acknowledgement that arrived before the link closed, if any."""
+    for _ in range(RECV_QUEUE_LIMIT):  # bounded: drop data the peer sent meanwhile
+        try:
+            msg = await link.recv(timeout=0.5)
+        except (LinkClosed, TimeoutError):
+            return None
+        if msg[:1] == ACK:
+            return msg
+    return None
 
 
 def _decode(msg: bytes, kind: bytes) -> dict[str, object]:

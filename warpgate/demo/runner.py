@@ -67,6 +67,9 @@ class DemoReport:
 
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    failed = [a for a in getattr(exc, "attempts", []) if a.error]
+    if failed:  # what the attempt itself ran into says more than "could not connect"
+        text = f"{failed[0].candidate.describe()}: {failed[0].error}"
     return text if len(text) <= 90 else text[:87] + "..."
 
 
@@ -95,12 +98,14 @@ async def _try(alice: Gate, target: str, method: str, transport: str) -> MethodR
         took = time.monotonic() - began
         return MethodResult(method, transport, "failed", took, detail=_short(exc))
     took = time.monotonic() - began
+    # The path as connected: a relayed link may later move to a direct path by itself.
+    path = _path_text(link)
     try:
         sent = time.monotonic()
         await link.send(f"hello bob, alice here via {method}/{transport}".encode())
         reply = await link.recv(timeout=ATTEMPT_TIMEOUT)
         rtt = (time.monotonic() - sent) * 1000
-        result = MethodResult(method, transport, "ok", took, _path_text(link), rtt_ms=rtt)
+        result = MethodResult(method, transport, "ok", took, path, rtt_ms=rtt)
         result.detail = reply.decode(errors="replace")
         return result
     except (WarpgateError, OSError, TimeoutError) as exc:
@@ -146,11 +151,17 @@ async def run_demo(out: TextIO, *, live: bool | None = None, quiet: bool = False
                     ]
     report.seconds = time.monotonic() - began
     if not quiet:
-        say()
-        for line in report.messages:
-            say("  " + line)
-        say(_summary(report))
+        print_tail(report, out)
     return report
+
+
+def print_tail(report: DemoReport, out: TextIO) -> None:
+    """The messages exchanged and the one-line summary."""
+    out.write("\n")
+    for line in report.messages:
+        out.write("  " + line + "\n")
+    out.write(_summary(report) + "\n")
+    out.flush()
 
 
 async def _run_methods(
