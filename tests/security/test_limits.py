@@ -156,3 +156,49 @@ async def test_reverse_connect_requests_cannot_pile_up_dial_backs() -> None:
             writer.close()
         pit.close()
         await pit.wait_closed()
+
+
+async def test_handshakes_in_progress_from_one_address_are_capped() -> None:
+    """One host opening many connections that never finish their handshake gets at most
+    MAX_PENDING_PER_SOURCE of them held (each may pin a socket and 64 KiB); the rest are
+    closed at once, and peers from other addresses are served meanwhile."""
+    from tests.integration.conftest import conf, keypair
+    from warpgate.link import tcp
+    from warpgate.sansio.link_handshake import LinkIdentity
+
+    honest = LinkIdentity.create(*keypair())
+
+    async def dial_from(ip: str, b: Node) -> None:
+        link = await tcp.dial_tcp(
+            honest,
+            ("127.0.0.1", b.listen_port),
+            expected_identity=b.public_key,
+            method="direct",
+            max_message=1 << 20,
+            local_ip=ip,
+        )
+        inbound = await b.accept(timeout=5)
+        await link.send(b"served")
+        assert await inbound.recv(5) == b"served"
+        await link.close()
+
+    async with Node(ip="127.0.0.1", port=0, conf=conf("target", handshake_timeout=30.0)) as b:
+        await b.start()
+        extra = 20
+        stalled = []
+        for _ in range(tcp.MAX_PENDING_PER_SOURCE + extra):
+            reader, writer = await asyncio.open_connection("127.0.0.1", b.listen_port)
+            writer.write(LINK_MAGIC + b"\xff\xff" + bytes(60_000))  # most of a frame, then wait
+            stalled.append((reader, writer))
+        async with asyncio.timeout(5):
+            while b.dropped_connections < extra:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        assert b.dropped_connections == extra  # exactly the ones over the cap
+        await asyncio.wait_for(dial_from("127.0.0.2", b), 5)  # another address: served
+        for _reader, writer in stalled:
+            writer.close()
+        async with asyncio.timeout(5):  # the node notices the closes and frees the slots
+            while b.dropped_connections < tcp.MAX_PENDING_PER_SOURCE + extra:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(dial_from("127.0.0.1", b), 5)  # and the address is served again

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 LINK_MAGIC = b"WGL\x01"
 _LEN = 2
 PAUSE_AT = 64  # records waiting for the link's reader before we stop reading the socket
+# Inbound handshakes in progress from one IP address.  Each may hold a socket and up to
+# 64 KiB of buffered handshake bytes until handshake_timeout: without a cap, one host
+# could pin gigabytes.  High enough for a whole machine of honest nodes dialling at once.
+MAX_PENDING_PER_SOURCE = 128
 
 
 def _frame(msg: bytes) -> bytes:
@@ -50,8 +54,10 @@ class LinkConnection(asyncio.Protocol):
         max_message: int,
         on_link: Callable[[TcpLink], None] | None = None,
         on_failure: Callable[[str, Addr], None] | None = None,
+        admit: Callable[[LinkConnection], bool] | None = None,
     ) -> None:
         self.hs = hs
+        self.admit = admit  # responder side: may this connection start a handshake?
         self.method = method
         self.max_message = max_message
         self.on_link = on_link
@@ -82,6 +88,8 @@ class LinkConnection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.hs.initiator:
             transport.write(LINK_MAGIC + _frame(self.hs.start()))
+        elif self.admit is not None and not self.admit(self):
+            self._fail(f"too many handshakes in progress from {self.peer[0]}")
 
     def data_received(self, data: bytes) -> None:
         if self._state == "records":
@@ -372,9 +380,26 @@ def responder_factory(
     handshake_timeout: Callable[[], float],
     on_link: Callable[[TcpLink], None],
     on_failure: Callable[[str, Addr], None],
+    max_pending_per_source: int = MAX_PENDING_PER_SOURCE,
 ) -> Callable[[], LinkConnection]:
     """A protocol factory for a listening socket: every connection must complete the
-    link handshake within ``handshake_timeout()`` seconds or is dropped."""
+    link handshake within ``handshake_timeout()`` seconds or is dropped, and at most
+    ``max_pending_per_source`` handshakes run at once from one IP address."""
+    pending: dict[str, int] = {}
+
+    def release(ip: str) -> None:
+        left = pending.pop(ip, 1) - 1
+        if left > 0:
+            pending[ip] = left
+
+    def admit(conn: LinkConnection) -> bool:
+        ip = conn.peer[0]
+        count = pending.get(ip, 0)
+        if count >= max_pending_per_source:
+            return False
+        pending[ip] = count + 1
+        conn.ready.add_done_callback(lambda _f: release(ip))
+        return True
 
     def make() -> LinkConnection:
         conn = LinkConnection(
@@ -383,6 +408,7 @@ def responder_factory(
             max_message=max_message,
             on_link=on_link,
             on_failure=on_failure,
+            admit=admit,
         )
         limit = handshake_timeout()
         timer = asyncio.get_running_loop().call_later(
