@@ -118,6 +118,7 @@ async def test_signed_mode_ignores_forged_lines(
         assert await hosts.resolve("erin") == e.address()
         erin = parse_address(e.address())
         # someone with write access claims names for erin's key without her signature
+        assert f.private_key is not None
         forged = sign_entry("boss", erin, f.private_key)  # signed by the wrong key
         with names.open("a") as out:
             out.write(forged.line())

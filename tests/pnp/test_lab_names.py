@@ -84,7 +84,8 @@ async def test_connect_by_name_across_a_nat(lab_factory: Any, tmp_path: Path) ->
         lab.arun("pub", run_server, lab.address("pub"), db, port, stop, timeout=90)
     )
     try:
-        server = f"{lab.address('pub')}:{await asyncio.wait_for(asyncio.wrap_future(port), 30)}"
+        bound: int = await asyncio.wait_for(asyncio.wrap_future(port), 30)  # type: ignore[arg-type]
+        server = f"{lab.address('pub')}:{bound}"
         ready: concurrent.futures.Future[str] = concurrent.futures.Future()
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         alice_task = asyncio.ensure_future(lab.arun("a", alice, server, ready, done, timeout=60))

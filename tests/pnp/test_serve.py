@@ -61,8 +61,8 @@ async def serving(*args: str, timeout: float = 30.0) -> AsyncIterator[Served]:
             while READY not in lines:
                 raw = await proc.stdout.readline()
                 if not raw:
-                    err = (await proc.stderr.read()).decode()
-                    raise AssertionError(f"serve exited early: {lines} {err}")
+                    early = (await proc.stderr.read()).decode()
+                    raise AssertionError(f"serve exited early: {lines} {early}")
                 lines.append(raw.decode().rstrip("\n"))
         yield Served(proc, lines)
     finally:
