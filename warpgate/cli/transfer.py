@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -250,7 +251,11 @@ async def _receive_on(link: Link, args: argparse.Namespace) -> int:
     if not isinstance(size, int) or size < 0 or not isinstance(want, str):
         raise CommandError("the sender's header is malformed")
     if target.exists() and not args.force:
-        await link.send(ACK + json.dumps({"ok": False, "error": "file exists"}).encode())
+        await _ack(link, False, "file exists")
+        # Read what is already on its way before hanging up: closing a socket with
+        # unread data resets the connection, and the reset can destroy our answer
+        # before the sender reads it.
+        await _drain(link)
         raise CommandError(f"{target} exists", "--force to overwrite, or --output elsewhere")
     part = target.with_name(target.name + ".part")
     digest = hashlib.sha256()
@@ -299,6 +304,15 @@ async def _copy(
         f.write(body)
         digest.update(body)
         progress.advance(len(body))
+
+
+async def _drain(link: Link, limit: float = 10.0) -> None:
+    """Discard the sender's messages until its end marker, the link closing, or
+    ``limit`` seconds."""
+    with contextlib.suppress(LinkClosed, TimeoutError):
+        async with asyncio.timeout(limit):
+            while (await link.recv())[:1] != END:
+                pass
 
 
 async def _ack(link: Link, ok: bool, error: str) -> None:
