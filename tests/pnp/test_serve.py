@@ -178,3 +178,30 @@ def test_systemd_unit_runs_a_valid_command() -> None:
     assert args.all_listen == ("0.0.0.0", None)
     assert "StateDirectory=warpgate-serve" in lines
     assert args.db.startswith("/var/lib/warpgate-serve/")
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+async def test_serve_all_in_one_on_ipv6(tmp_path: Path) -> None:
+    args = ["--listen", "::1", "--pnp-port", "0", "--stun-port", "0", "--mqtt-port", "0"]
+    async with serving(*args, "--db", str(tmp_path / "pnp.db")) as served:
+        conf = served.conf
+        (pnp_server,) = conf["pnp_servers"]
+        assert pnp_server.startswith("[::1]:")
+        pnp = PnpClient([parse_server(pnp_server)], timeout=2.0)
+        key = ec.generate_private_key(ec.SECP256R1())
+        await pnp.put("six", b"v6", key, ttl=600)
+        assert (await pnp.get("six")).value == b"v6"
+        broker = conf["mqtt_brokers"][0]
+        assert broker.startswith("mqtt://[::1]:")
+        _, writer = await asyncio.open_connection("::1", int(broker.rsplit(":", 1)[1]))
+        writer.close()
+        await writer.wait_closed()

@@ -59,12 +59,13 @@ class EmbeddedMqttBroker:
             raise UnavailableError(
                 "the embedded MQTT broker needs amqtt: pip install 'warpgate[server]'"
             ) from exc
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        # amqtt keeps the brackets of "[v6]:port" in the host it binds (which then does
+        # not resolve), and splits at the last ':', so an IPv6 host goes in bare.
         config = {
             "listeners": {
                 "default": {
                     "type": "tcp",
-                    "bind": f"{host}:{self.port}",
+                    "bind": f"{self.host}:{self.port}",
                     "max_connections": self.max_connections,
                 }
             },
