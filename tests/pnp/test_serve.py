@@ -46,9 +46,11 @@ async def _run(*args: str, timeout: float = 30.0) -> tuple[int, str, str]:
 
 
 @asynccontextmanager
-async def serving(*args: str, timeout: float = 30.0) -> AsyncIterator[Served]:
-    """Run ``warpgate serve ARGS`` until it prints READY; Ctrl-C it afterwards and
-    check it exits 0."""
+async def serving(
+    *args: str, timeout: float = 30.0, stop_with: signal.Signals = signal.SIGINT
+) -> AsyncIterator[Served]:
+    """Run ``warpgate serve ARGS`` until it prints READY; Ctrl-C it (or send
+    ``stop_with``, SIGTERM as systemd does) afterwards and check it exits 0."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "warpgate", "serve", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -67,7 +69,7 @@ async def serving(*args: str, timeout: float = 30.0) -> AsyncIterator[Served]:
         yield Served(proc, lines)
     finally:
         if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(stop_with)
         try:
             _, err = await asyncio.wait_for(proc.communicate(), 20)
         except TimeoutError:
@@ -115,7 +117,13 @@ async def test_serve_all_in_one(tmp_path: Path) -> None:
 
 async def test_serve_switches(tmp_path: Path) -> None:
     async with serving(
-        "--no-stun", "--no-mqtt", "--pnp-port", "0", "--db", str(tmp_path / "p.db")
+        "--no-stun",
+        "--no-mqtt",
+        "--pnp-port",
+        "0",
+        "--db",
+        str(tmp_path / "p.db"),
+        stop_with=signal.SIGTERM,
     ) as served:
         assert set(served.conf) == {"pnp_servers"}
     rc, _, err = await _run("serve", "--no-pnp", "--no-stun", "--no-mqtt")
