@@ -22,10 +22,12 @@ from warpgate.plugin.types import TraversalMethodInfo
 from warpgate.sansio.address import HintKind
 from warpgate.sansio.link_handshake import LinkAuthError
 from warpgate.sansio.signal_messages import (
+    REVERSE_CONNECT,
     ReverseConnect,
     SignalMessageError,
     decode_signal_message,
 )
+from warpgate.sansio.signal_messages import VERSION as SIGNAL_VERSION
 
 if TYPE_CHECKING:
     from warpgate.link.link import Link
@@ -91,6 +93,11 @@ class ReverseMethod:
         return link
 
     def _on_signal(self, sender: bytes, payload: bytes) -> None:
+        if len(payload) >= 2 and payload[0] == SIGNAL_VERSION and payload[1] != REVERSE_CONNECT:
+            # Another method's message on the shared transport (hole punching's offers,
+            # answers...): its own handler takes it; nothing wrong with it.
+            log.debug("reverse: left a signal message of type %d to other handlers", payload[1])
+            return
         try:
             request = decode_signal_message(payload)
         except SignalMessageError as exc:

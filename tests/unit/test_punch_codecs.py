@@ -49,6 +49,9 @@ OFFER_V1 = bytes.fromhex("0120000102030405060708090a0b0c0d0e0f020101040100009c40
 SYNC_V1 = bytes.fromhex("0122" + "00" * 16 + "3ff8000000000000")
 ABORT_V1 = bytes.fromhex("0123" + "00" * 16 + "01")
 PROBE_V1 = bytes.fromhex("e001000102030405060708090a0b0c0d0e0f0007")
+# The same offer with the sender's signal hints appended (count, then length-prefixed).
+HINT = "mqtt://198.51.100.1:1883"
+OFFER_HINTS_V1 = OFFER_V1 + bytes.fromhex("0118") + HINT.encode()
 
 
 def test_golden_vectors() -> None:
@@ -61,6 +64,22 @@ def test_golden_vectors() -> None:
     assert decode_punch_message(ABORT_V1) == Abort(bytes(16), AbortReason.IMPOSSIBLE)
     assert Probe(PROBE, SESSION, 7).encode() == PROBE_V1
     assert decode_probe(PROBE_V1) == Probe(PROBE, SESSION, 7)
+    hinted = Offer(SESSION, PunchTransport.UDP, (EP,), Schedule.RTT, hints=(HINT,))
+    assert hinted.encode() == OFFER_HINTS_V1
+    assert decode_punch_message(OFFER_HINTS_V1) == hinted
+
+
+def test_the_largest_offer_fits_a_message() -> None:
+    eps = tuple(
+        Endpoint(ipaddress.ip_address(f"2001:db8::{i}"), 1, 2, NatType.SYMMETRIC) for i in range(8)
+    )
+    hints = tuple(f"mqtt://{'b' * 160}{i}.example:1883"[:180] for i in range(4))
+    offer = Offer(SESSION, PunchTransport.UDP, eps, hints=hints, answer=True)
+    assert decode_punch_message(offer.encode()) == offer
+    with pytest.raises(PunchMessageError, match="hints"):
+        Offer(SESSION, PunchTransport.UDP, eps, hints=(*hints, "x"))
+    with pytest.raises(PunchMessageError, match="hint must be"):
+        Offer(SESSION, PunchTransport.UDP, eps, hints=("x" * 181,))
 
 
 def test_answer_ipv6_and_many_endpoints_round_trip() -> None:
@@ -79,12 +98,15 @@ def test_answer_ipv6_and_many_endpoints_round_trip() -> None:
         (b"\x02" + OFFER_V1[1:], "version 2"),
         (OFFER_V1[:2] + b"\x00" * 16 + b"\x02\x01\x09", "at most 8"),
         (OFFER_V1[:-1], "truncated"),
-        (OFFER_V1 + b"\x00", "stray"),
+        (OFFER_V1 + b"\x00", "0 hints"),
+        (OFFER_HINTS_V1 + b"\x00", "stray bytes after the hints"),
+        (OFFER_HINTS_V1[:-1], "hint 0: bad length"),
+        (OFFER_V1 + b"\x01\x02\xff\xfe", "not UTF-8"),
         (OFFER_V1[:18] + b"\x07" + OFFER_V1[19:], "transport"),
         (SYNC_V1[:-8] + bytes.fromhex("7ff0000000000000"), "finite"),
         (ABORT_V1[:-1] + b"\x63", "abort reason"),
         (b"\x01\x2f" + bytes(16), "unknown punch message type"),
-        (bytes(600), "too large"),
+        (bytes(1100), "too large"),
     ],
 )
 def test_bad_messages_are_refused_with_a_reason(data: bytes, why: str) -> None:
@@ -110,7 +132,7 @@ def test_probe_kinds_and_errors() -> None:
 
 
 @FUZZ
-@given(st.binary(max_size=700))
+@given(st.binary(max_size=1200))
 def test_fuzz_punch_message_parser(data: bytes) -> None:
     try:
         msg = decode_punch_message(data)
@@ -132,11 +154,11 @@ def test_fuzz_probe_parser(data: bytes) -> None:
 @FUZZ
 @given(
     st.integers(0, 5),
-    st.integers(0, len(OFFER_V1) - 1),
+    st.integers(0, len(OFFER_HINTS_V1) - 1),
     st.integers(0, 255),
 )
 def test_fuzz_damaged_genuine_offer(_n: int, at: int, value: int) -> None:
-    damaged = bytearray(OFFER_V1)
+    damaged = bytearray(OFFER_HINTS_V1)
     damaged[at] = value
     try:
         msg = decode_punch_message(bytes(damaged))

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from warpgate.interfaces import Candidate, Transport
 from warpgate.punch.session import Coordinator, PunchAborted, Session
-from warpgate.sansio.address import NodeAddress
+from warpgate.sansio.address import HintKind, NodeAddress
 from warpgate.sansio.punch_messages import AbortReason, Offer, PunchTransport, Schedule
 from warpgate.sansio.punch_plan import Plan, Strategy, endpoints_of, plan
 
@@ -81,12 +81,14 @@ class PunchMethod:
         own = await self.coordinator.fresh_endpoints()
         if not own:
             raise ConnectionError("this node knows no external endpoint (no NAT classification)")
-        session = self.coordinator.open(peer.public_key)
+        hints = tuple(h.value for h in peer.hints if h.kind == HintKind.SIGNAL)
+        session = self.coordinator.open(peer.public_key, hints=hints)
         try:
             sent = time.monotonic()
-            await self.coordinator.send(
-                peer, Offer(session.id, self.transport, tuple(own), schedule).encode()
+            offer = Offer(
+                session.id, self.transport, tuple(own), schedule, hints=self.coordinator.own_hints()
             )
+            await self.coordinator.send(peer, offer.encode())
             async with asyncio.timeout(float(self.node.conf["punch_signal_timeout"])):
                 answer = await session.answer
             rtt = time.monotonic() - sent
@@ -112,7 +114,7 @@ class PunchMethod:
         own = await self.coordinator.fresh_endpoints()
         planned = plan(own, offer.endpoints, self.transport)
         try:
-            session = self.coordinator.open(sender, offer.session)
+            session = self.coordinator.open(sender, offer.session, offer.hints)
         except PunchAborted:
             await self.coordinator.abort(_bare(sender, offer), AbortReason.BUSY)
             return
@@ -122,7 +124,7 @@ class PunchMethod:
                 await self.coordinator.abort(session, AbortReason.IMPOSSIBLE)
                 return
             answer = Offer(session.id, self.transport, tuple(own), offer.schedule, answer=True)
-            await self.coordinator.send(sender, answer.encode())
+            await self.coordinator.send(sender, answer.encode(), hints=session.hints)
             async with asyncio.timeout(float(self.node.conf["punch_timeout"])):
                 await self.respond(session, offer, planned)
         except (TimeoutError, ConnectionError, OSError) as exc:
@@ -143,5 +145,10 @@ def _bare(sender: bytes, offer: Offer) -> Session:
     """A session object for answering an offer that was not taken (not registered)."""
     loop = asyncio.get_running_loop()
     return Session(
-        offer.session, sender, offer.transport, loop.create_future(), loop.create_future()
+        offer.session,
+        sender,
+        offer.transport,
+        loop.create_future(),
+        loop.create_future(),
+        hints=offer.hints,
     )

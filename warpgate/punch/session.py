@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 from warpgate.errors import WarpgateError
 from warpgate.sansio.address import HintKind, NatType, NodeAddress
 from warpgate.sansio.punch_messages import (
+    MAX_HINT,
+    MAX_HINTS,
     SESSION_SIZE,
     Abort,
     AbortReason,
@@ -55,6 +57,8 @@ class Session:
     answer: asyncio.Future[Offer]
     sync: asyncio.Future[Sync]
     started: float = field(default_factory=time.monotonic)
+    hints: tuple[str, ...] = ()
+    """The peer's signal hints: every message of the session to the peer carries them."""
 
 
 OfferHandler = Callable[[bytes, Offer], None]
@@ -76,6 +80,14 @@ class Coordinator:
 
     def own_endpoints(self) -> list[Endpoint]:
         return endpoints_of(NodeAddress.decode(self.node.address()))
+
+    def own_hints(self) -> tuple[str, ...]:
+        """This node's signal hints, for the offer: the peer answers through them."""
+        address = NodeAddress.decode(self.node.address())
+        found = [h.value for h in address.hints if h.kind == HintKind.SIGNAL]
+        return tuple(h for h in found if isinstance(h, str) and 0 < len(h.encode()) <= MAX_HINT)[
+            :MAX_HINTS
+        ]
 
     async def fresh_endpoints(self) -> list[Endpoint]:
         """The endpoints, with each UDP mapping measured again from the listening socket.
@@ -132,7 +144,9 @@ class Coordinator:
         )
         return dataclasses.replace(ep, ext_ip=ipaddress.ip_address(mapped[0]), ext_port=mapped[1])
 
-    def open(self, peer_key: bytes, session_id: bytes | None = None) -> Session:
+    def open(
+        self, peer_key: bytes, session_id: bytes | None = None, hints: tuple[str, ...] = ()
+    ) -> Session:
         if len(self.sessions) >= MAX_SESSIONS:
             raise PunchAborted("too many punch sessions at once")
         loop = asyncio.get_running_loop()
@@ -142,6 +156,7 @@ class Coordinator:
             self.transport,
             loop.create_future(),
             loop.create_future(),
+            hints=tuple(hints),
         )
         self.sessions[session.id] = session
         return session
@@ -153,16 +168,20 @@ class Coordinator:
             if not fut.done():
                 fut.cancel()
 
-    async def send(self, peer: NodeAddress | bytes, payload: bytes) -> None:
-        """Through the first signal transport that takes it."""
+    async def send(
+        self, peer: NodeAddress | bytes, payload: bytes, *, hints: tuple[str, ...] = ()
+    ) -> None:
+        """Through the first signal transport that takes it, with the peer's signal
+        hints (from its address, else ``hints``: what its offer carried)."""
         if isinstance(peer, NodeAddress):
-            key, hints = peer.public_key, [h.value for h in peer.hints if h.kind == HintKind.SIGNAL]
+            key = peer.public_key
+            hints = tuple(h.value for h in peer.hints if h.kind == HintKind.SIGNAL) or hints
         else:
-            key, hints = peer, []
+            key = peer
         errors = []
         for transport in self.node.signal_transports.values():
             try:
-                await transport.send(key, payload, hints=hints)
+                await transport.send(key, payload, hints=list(hints))
                 return
             except (ConnectionError, WarpgateError, OSError) as exc:
                 errors.append(f"{transport.name}: {exc}")
@@ -206,6 +225,8 @@ class Coordinator:
         """Tell the peer, best effort (it has its own deadline anyway)."""
         try:
             async with asyncio.timeout(1.0):
-                await self.send(session.peer_key, Abort(session.id, reason).encode())
+                await self.send(
+                    session.peer_key, Abort(session.id, reason).encode(), hints=session.hints
+                )
         except (TimeoutError, ConnectionError) as exc:
             log.debug("could not send abort: %s", exc)

@@ -12,6 +12,12 @@ type numbers of their own so the two sets never collide.  All integers big-endia
 
       nat u8 | allocation u8 | delta i16 | local port u16 | ext port u16 | ip len u8 | ext ip
 
+  optionally followed (absent when empty, so an offer without them has the layout
+  above) by the sender's signal hints, which the other side needs to answer it through
+  a transport that routes by them (MQTT: the brokers the sender listens on)::
+
+      count u8 | (len u8 | UTF-8 hint) * count
+
 * **sync** (0x22, requester → peer): ``session 16 | start_at f64``; the moment to start,
   on the sender's NTP clock, or 0.0 for "as soon as this arrives" (the round-trip
   schedule).
@@ -42,7 +48,9 @@ ABORT: Final = 0x23
 TYPES: Final = frozenset({OFFER, ANSWER, SYNC, ABORT})
 SESSION_SIZE: Final = 16
 MAX_ENDPOINTS: Final = 8
-MAX_MESSAGE: Final = 512
+MAX_HINTS: Final = 4
+MAX_HINT: Final = 180  # bytes of one hint (a broker URL); the largest offer fits MAX_MESSAGE
+MAX_MESSAGE: Final = 1024
 
 _HEAD = struct.Struct(">BB16s")
 _OFFER = struct.Struct(">BBB")
@@ -125,14 +133,22 @@ class Offer:
     endpoints: tuple[Endpoint, ...]
     schedule: Schedule = Schedule.ASAP
     answer: bool = False
+    hints: tuple[str, ...] = ()
+    """The sender's signal hints (where to send it the reply); may be empty."""
 
     def __post_init__(self) -> None:
         _check_session(self.session)
         object.__setattr__(self, "transport", _enum(PunchTransport, self.transport, "transport"))
         object.__setattr__(self, "schedule", _enum(Schedule, self.schedule, "schedule"))
         object.__setattr__(self, "endpoints", tuple(self.endpoints))
+        object.__setattr__(self, "hints", tuple(self.hints))
         if len(self.endpoints) > MAX_ENDPOINTS:
             raise PunchMessageError(f"at most {MAX_ENDPOINTS} endpoints, got {len(self.endpoints)}")
+        if len(self.hints) > MAX_HINTS:
+            raise PunchMessageError(f"at most {MAX_HINTS} hints, got {len(self.hints)}")
+        for hint in self.hints:
+            if not isinstance(hint, str) or not 0 < len(hint.encode()) <= MAX_HINT:
+                raise PunchMessageError(f"a hint must be 1-{MAX_HINT} bytes of text: {hint!r}")
 
     def encode(self) -> bytes:
         parts = [
@@ -147,6 +163,11 @@ class Offer:
                 )
                 + packed
             )
+        if self.hints:
+            parts.append(bytes([len(self.hints)]))
+            for hint in self.hints:
+                raw = hint.encode()
+                parts.append(bytes([len(raw)]) + raw)
         return b"".join(parts)
 
 
@@ -245,15 +266,38 @@ def _decode_offer(session: bytes, body: bytes, *, answer: bool) -> Offer:
                 delta,
             )
         )
-    if offset != len(body):
-        raise PunchMessageError(f"{len(body) - offset} stray bytes after the endpoints")
+    hints = _decode_hints(body, offset) if offset != len(body) else ()
     return Offer(
         session,
         _enum(PunchTransport, transport, "transport"),
         tuple(endpoints),
         _enum(Schedule, schedule, "schedule"),
         answer,
+        hints,
     )
+
+
+def _decode_hints(body: bytes, offset: int) -> tuple[str, ...]:
+    count = body[offset]
+    offset += 1
+    if not 0 < count <= MAX_HINTS:
+        raise PunchMessageError(f"offer lists {count} hints (1-{MAX_HINTS} when present)")
+    hints = []
+    for i in range(count):
+        if offset >= len(body):
+            raise PunchMessageError(f"hint {i} truncated")
+        size = body[offset]
+        raw = body[offset + 1 : offset + 1 + size]
+        if not 0 < size <= MAX_HINT or len(raw) != size:
+            raise PunchMessageError(f"hint {i}: bad length {size}")
+        offset += 1 + size
+        try:
+            hints.append(raw.decode())
+        except UnicodeDecodeError:
+            raise PunchMessageError(f"hint {i} is not UTF-8") from None
+    if offset != len(body):
+        raise PunchMessageError(f"{len(body) - offset} stray bytes after the hints")
+    return tuple(hints)
 
 
 def _check_session(session: object) -> None:
