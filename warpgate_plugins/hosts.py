@@ -249,7 +249,9 @@ class HostsNames:
             # locks); the atomic rename below means readers never need the lock.
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                text = self.path.read_text("utf-8") if self.path.exists() else HEADER
+                if self.path.stat().st_size > MAX_FILE:
+                    raise UnavailableError(f"names file {self.path} is over {MAX_FILE} bytes")
+                text = self.path.read_text("utf-8", errors="replace")
             except FileNotFoundError:
                 text = HEADER
             current = parse_names(text, source=str(self.path)).get(entry.name)

@@ -17,7 +17,7 @@ from warpgate.errors import UnavailableError
 from warpgate.pnp.client import NameTakenError
 from warpgate.pnp.server import PnpServer
 from warpgate.sansio.address import parse_address
-from warpgate_plugins.hosts import Entry, parse_names, sign_entry, signature_ok
+from warpgate_plugins.hosts import MAX_FILE, Entry, parse_names, sign_entry, signature_ok
 
 
 def conf(name: str, names_file: Path | str, **extra: Any) -> dict[str, Any]:
@@ -187,3 +187,15 @@ async def test_unconfigured(tmp_path: Path, sqlite_server: PnpServer) -> None:
 def test_parse_never_raises(text: str) -> None:
     for entry in parse_names(text).values():
         assert isinstance(entry, Entry)
+
+
+async def test_oversized_file_is_refused(tmp_path: Path) -> None:
+    names = tmp_path / "names"
+    names.write_bytes(b"# padding\n" * (MAX_FILE // 10 + 1))
+    async with Node(ip="127.0.0.1", port=0, conf=conf("ola", names, enable_nickname=False)) as o:
+        await o.start()
+        with pytest.raises(UnavailableError, match="over"):
+            await o.name_services["hosts"].resolve("anyone")
+        with pytest.raises(UnavailableError, match="over"):
+            await o.nickname("ola")
+        assert names.stat().st_size > MAX_FILE  # untouched
