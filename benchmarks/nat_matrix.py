@@ -54,6 +54,8 @@ MODES = ("open", "full-cone", "address-restricted", "port-restricted", "symmetri
 TRY_TIMEOUT = 20.0
 CONNECT_TIMEOUT = 10.0
 RESEND = 0.1
+#: Longest a link relayed at its first byte is watched for an upgrade to direct.
+UPGRADE_WAIT = 2.0
 #: Direct path impossible without port mapping: neither side can predict the other's.
 UNPUNCHABLE = {("symmetric", "symmetric")}
 
@@ -138,11 +140,23 @@ async def wg_dial(
             try:
                 link, method = await auto_connect(node, address, transport=transport)  # type: ignore[arg-type]
                 echo = await asyncio.wait_for(_first_echo(link), CONNECT_TIMEOUT)
+                took = time.perf_counter() - begin
+                first_kind = link.path.kind
+                # A relayed UDP link may move to a direct path it proves later (turn's
+                # upgrade): the share counts where the data ends up, within UPGRADE_WAIT.
+                for _ in range(int(UPGRADE_WAIT / 0.05)):
+                    if link.path.kind == "direct" or link.closed:
+                        break
+                    await asyncio.sleep(0.05)
                 out.update(
                     ok=echo == b"echo:ping",
-                    seconds=time.perf_counter() - begin,
+                    seconds=took,
                     method=method,
                     kind=link.path.kind,
+                    kind_at_first_byte=first_kind,
+                    upgraded_after=(
+                        time.perf_counter() - begin if link.path.kind != first_kind else None
+                    ),
                     path=str(link.path),
                     trace=[a.describe() for a in link.trace],
                 )
@@ -199,11 +213,19 @@ def summarise(tries: list[dict[str, Any]]) -> dict[str, Any]:
     for t in ok:
         key = t.get("method") or t.get("pair") or "?"
         methods[key] = methods.get(key, 0) + 1
+    checks = [t["checks_seconds"] for t in ok if "checks_seconds" in t]
     return {
         "tries": n,
+        # ICE only: the part after both candidate lists were known (no gathering)
+        "checks_median_s": statistics.median(checks) if checks else None,
         "success": len(ok) / n if n else 0.0,
         "direct": sum(t.get("kind") == "direct" for t in ok) / n if n else 0.0,
         "relayed": sum(t.get("kind") == "relay" for t in ok) / n if n else 0.0,
+        "direct_at_first_byte": (
+            sum(t.get("kind_at_first_byte", t.get("kind")) == "direct" for t in ok) / n
+            if n
+            else 0.0
+        ),
         "median_s": statistics.median(times) if times else None,
         "p95_s": p95(times) if times else None,
         "methods": methods,

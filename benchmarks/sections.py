@@ -122,7 +122,8 @@ def nat_matrix(ctx: Context) -> dict[str, Any]:
                         "ICE",
                         target=g["direct"]["target"],
                         met=g["direct"]["met"],
-                        note=", ".join(f"{k} {v}" for k, v in sorted(wg["methods"].items())),
+                        note=", ".join(f"{k} {v}" for k, v in sorted(wg["methods"].items()))
+                        + f"; direct at first byte {wg['direct_at_first_byte']:.0%}",
                     )
                 )
                 t = g["ttfb"]
@@ -136,10 +137,15 @@ def nat_matrix(ctx: Context) -> dict[str, Any]:
                         "ICE",
                         target=t["target"],
                         met=t["met"],
-                        note=f"p95 {_p95(wg)} ms vs ICE {_p95(ice)} ms",
+                        note=f"p95 {_p95(wg)} ms vs ICE {_p95(ice)} ms; ICE without "
+                        f"gathering {_ms(ice['checks_median_s'])} ms",
                     )
                 )
     return {"rows": rows, "matrix": matrix}
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}"
 
 
 def _p95(summary: dict[str, Any]) -> str:
