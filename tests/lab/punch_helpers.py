@@ -147,3 +147,165 @@ async def run_pair(
         ),
     )
     return served, dialled
+
+
+# --- the NAT matrix: every method competing, as in real use ----------------------------
+
+MATRIX_MODES = ("open", "full-cone", "address-restricted", "port-restricted", "symmetric")
+MATRIX_CONNECT_TIMEOUT = 10.0
+ECHO_RESEND = 0.1  # UDP links may lose a datagram: the first message is resent
+
+
+def matrix_conf(lab: Any, name: str, **extra: Any) -> dict[str, Any]:
+    """Every installed method on, pointed at the lab's servers: signalling through the
+    lab's mosquitto, STUN and TURN from its coturn; no UPnP (the cells compare
+    traversal, not port mapping)."""
+    stun = lab.servers["stun"]
+    server = f"{stun['host']}:{stun['port']}"
+    mqtt = lab.servers["mqtt"]
+    return dict_child(
+        {
+            "identity_name": name,
+            "sig_pipe_no": 1,
+            "plugins": {"signal": ["mqtt"]},
+            "mqtt_brokers": [f"mqtt://{mqtt['host']}:{mqtt['port']}"],
+            "mqtt_reconnect_initial": 0.1,
+            "mqtt_reconnect_max": 0.5,
+            "enable_stun_clients": True,
+            "stun_servers": [server],
+            "stun_timeout": 2.0,
+            "stun_cache_ttl": 0,
+            "turn_servers": [server],
+            "turn_username": stun["username"],
+            "turn_password": stun["password"],
+            "enable_upnp": False,
+            "enable_nickname": False,
+            "connect_timeout": MATRIX_CONNECT_TIMEOUT,
+            **extra,
+        },
+        NODE_TEST_CONF,
+    )
+
+
+async def first_echo(link: Any, message: bytes = b"ping") -> bytes:
+    """Send ``message`` until the peer's echo comes back (bounded by the caller)."""
+    for _ in range(10_000):
+        await link.send(message)
+        try:
+            got: bytes = await link.recv(timeout=ECHO_RESEND)
+            return got
+        except TimeoutError:
+            continue
+    raise TimeoutError("no echo")
+
+
+async def matrix_accept(
+    lab: Any,
+    name: str,
+    address_out: concurrent.futures.Future[bytes],
+    done: concurrent.futures.Future[bool],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """A fresh node that echoes every message of every link until ``done``."""
+    async with Node(port=0, conf=matrix_conf(lab, name, **extra)) as node:
+        await node.start()
+        address_out.set_result(node.address())
+        tasks: list[asyncio.Task[None]] = []
+
+        async def echo(link: Any) -> None:
+            async for msg in link:
+                await link.send(b"echo:" + msg)
+
+        async def accept_all() -> None:
+            for _ in range(100):
+                tasks.append(asyncio.create_task(echo(await node.accept())))
+
+        acceptor = asyncio.create_task(accept_all())
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(done), TIMEOUT + 10)
+        except TimeoutError:
+            pass
+        finally:
+            for task in (acceptor, *tasks):
+                task.cancel()
+            await asyncio.gather(acceptor, *tasks, return_exceptions=True)
+    return {}
+
+
+async def matrix_dial(
+    lab: Any,
+    name: str,
+    address_in: concurrent.futures.Future[bytes],
+    done: concurrent.futures.Future[bool],
+    extra: dict[str, Any],
+    kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    """A fresh node: ``auto_connect`` (default methods unless ``kwargs`` says), timed from
+    the call to the first echoed message; what connected and over which kind of path."""
+    out: dict[str, Any] = {"ok": False, "method": None, "kind": None}
+    try:
+        async with Node(port=0, conf=matrix_conf(lab, name, **extra)) as node:
+            await node.start()
+            address = await asyncio.wait_for(asyncio.wrap_future(address_in), TIMEOUT)
+            begin = time.perf_counter()
+            try:
+                link, method = await auto_connect(node, address, **kwargs)
+                echo = await asyncio.wait_for(first_echo(link), MATRIX_CONNECT_TIMEOUT)
+                out.update(
+                    ok=echo == b"echo:ping",
+                    seconds=time.perf_counter() - begin,
+                    method=method,
+                    kind=link.path.kind,
+                    path=str(link.path),
+                    trace=[a.describe() for a in link.trace],
+                )
+                await link.close("done")
+            except (ConnectError, TimeoutError, ConnectionError) as exc:
+                out.update(error=str(exc), seconds=time.perf_counter() - begin)
+    finally:
+        if not done.done():
+            done.set_result(True)
+    return out
+
+
+async def matrix_try(
+    lab: Any,
+    requester: str,
+    responder: str,
+    *,
+    kwargs: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One try in a built lab: fresh nodes in both hosts, ``requester`` connects."""
+    address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+    done: concurrent.futures.Future[bool] = concurrent.futures.Future()
+    limit = TIMEOUT + 40
+    try:
+        _served, dialled = await asyncio.gather(
+            lab.arun(
+                responder,
+                matrix_accept,
+                lab,
+                f"m-{responder}",
+                address,
+                done,
+                extra or {},
+                timeout=limit,
+            ),
+            lab.arun(
+                requester,
+                matrix_dial,
+                lab,
+                f"m-{requester}",
+                address,
+                done,
+                extra or {},
+                kwargs,
+                timeout=limit,
+            ),
+        )
+    except Exception as exc:  # a node that could not start is a failed try, not a crash
+        return {"ok": False, "method": None, "kind": None, "error": f"{type(exc).__name__}: {exc}"}
+    result: dict[str, Any] = dialled
+    result["requester"] = requester
+    return result
