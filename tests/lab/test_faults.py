@@ -310,6 +310,59 @@ async def test_udp_peer_killed_is_noticed_within_a_keepalive_bound(lab_factory: 
     assert outcome == "closed"
 
 
+def _short_udp_conntrack() -> None:
+    # Runs inside the router's namespace: conntrack timeouts are per namespace.
+    for name, value in (
+        ("nf_conntrack_udp_timeout", "2"),
+        ("nf_conntrack_udp_timeout_stream", "3"),
+    ):
+        with open(f"/proc/sys/net/netfilter/{name}", "w") as f:
+            f.write(value)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TimeoutError,
+    reason="links have no keepalives yet: an idle UDP link loses its NAT mapping "
+    "(docs/security.md, Known gaps); remove this mark when keepalives land",
+)
+async def test_idle_udp_link_keeps_its_nat_mapping(lab_factory: Any) -> None:
+    """A UDP link through a port-restricted NAT sits idle longer than the NAT keeps a
+    mapping (conntrack shortened to 3 s here; 30-120 s on real routers); then the public
+    side speaks first.  Keepalives would hold the mapping open."""
+    lab = lab_factory(two_nat("port-restricted", "open", upnp=False), servers=False)
+    lab.call("nat_a", _short_udp_conntrack)
+    address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+    stop = threading.Event()
+
+    async def dial(name: str) -> bytes:
+        conf = dict_child({"identity_name": name}, NODE_TEST_CONF)
+        async with Node(port=0, conf=conf) as node:
+            await node.start()
+            peer = await asyncio.wrap_future(address)
+            link, _ = await auto_connect(node, peer, methods=["direct"], transport="udp")
+            await link.send(b"hello")
+            assert await link.recv(timeout=5) == b"hello"  # echoed: the mapping works
+            return await link.recv(timeout=15)  # then silence, until the public side speaks
+
+    async def serve(name: str) -> None:
+        conf = dict_child({"identity_name": name}, NODE_TEST_CONF)
+        async with Node(port=0, conf=conf) as node:
+            await node.start()
+            address.set_result(node.address())
+            link = await node.accept(timeout=30)
+            await link.send(await link.recv(timeout=10))
+            await asyncio.sleep(6)  # idle for twice the NAT's mapping lifetime
+            await link.send(b"poke")
+            await asyncio.to_thread(stop.wait, 20)
+
+    outcome = await asyncio.gather(
+        lab.arun("b", serve, "public", timeout=60),
+        then_stop(stop, lab.arun("a", dial, "behind-nat", timeout=60)),
+    )
+    assert outcome[1] == b"poke"
+
+
 # --- lossy, jittery WAN links ---------------------------------------------------------
 
 
