@@ -107,7 +107,7 @@ class _Race:
             attempt.outcome = "failed"
             attempt.error = (
                 f"timed out after {self.attempt_timeout:g} s"
-                if isinstance(exc, TimeoutError)
+                if isinstance(exc, TimeoutError) and not str(exc)  # the attempt's deadline
                 else f"{type(exc).__name__}: {exc}"
                 if str(exc)
                 else type(exc).__name__
