@@ -229,6 +229,9 @@ def explain_connect_error(exc: BaseException, target: str) -> CommandError:
         return CommandError(text, "connect to another node")
     attempts = getattr(exc, "attempts", [])
     tried = ", ".join(sorted({a.method for a in attempts})) or "nothing"
+    failed = [a for a in attempts if a.error]
+    if failed:  # what an attempt ran into says more than "could not connect"
+        text = f"{failed[0].candidate.describe()}: {failed[0].error}"
     if isinstance(exc, ConnectError):
         return CommandError(
             f"could not reach {target} ({text}; tried {tried})",
