@@ -2,12 +2,15 @@
 direct works.
 
 The connecting side allocates a relayed address, permits the peer's addresses on it and
-sends the peer a *relay offer* through a signal transport.  The peer sends small probes
-from its listening UDP socket to the relayed address: that opens its NAT toward the
-relay (any NAT, symmetric included, lets the answers in) and tells the connecting side
-the exact address the relay sees the peer at.  The connecting side binds a channel to
-that address and runs the ordinary UDP link handshake through the relay, so the link
-is authenticated and end-to-end encrypted: the relay forwards only ciphertext.
+sends the peer a *relay offer* through a signal transport.  The peer runs the ordinary
+UDP link handshake, as initiator, from its listening socket to the relayed address:
+that opens its NAT toward the relay (any NAT, symmetric included, lets the answers in),
+and the connecting side's node answers through the relay and matches the link to its
+attempt by the offer's token.  The link is authenticated both ways and end-to-end
+encrypted: the relay forwards only ciphertext.  Over TCP (RFC 6062) the peer connects
+to the relayed address and the connecting side runs the TCP link handshake over a
+ConnectionBind data connection.  Relayed UDP links then look for a direct path (see
+:mod:`warpgate.turn.upgrade`).
 
 Relaying costs a server and a detour, so the method ranks after direct, reverse and
 punching; it ranks first when both sides are behind symmetric NATs (or block UDP), where
@@ -38,16 +41,10 @@ from warpgate.net.scope import is_lan_only
 from warpgate.plugin import hookimpl
 from warpgate.plugin.types import TraversalMethodInfo
 from warpgate.sansio.address import HintKind, NatType, NodeAddress
-from warpgate.sansio.link_handshake import LinkHandshake
+from warpgate.sansio.link_handshake import LinkAuthError, LinkHandshake
 from warpgate.sansio.signal_messages import SignalMessageError
 from warpgate.sansio.turn import TurnError
-from warpgate.sansio.turn_signal import (
-    RelayOffer,
-    decode_relay_offer,
-    encode_probe,
-    is_relay_offer,
-    probe_token,
-)
+from warpgate.sansio.turn_signal import RelayOffer, decode_relay_offer, is_relay_offer
 from warpgate.stun.node_binding import parse_server, resolve_servers
 from warpgate.turn.client import TurnClient
 from warpgate.turn.endpoint import RelayEndpoint
@@ -66,11 +63,11 @@ COST_RELAY = 50.0
 #: Both sides symmetric (or UDP-blocked): no direct path can work, so relay at once.
 COST_RELAY_FIRST = 0.5
 _HOPELESS = frozenset({NatType.SYMMETRIC, NatType.UDP_BLOCKED})
-#: When the peer sends its probes, relative to the offer (seconds): dense first, so a
-#: lost one costs little, then sparse; bounded.
-PROBE_SCHEDULE = (0.0, 0.05, 0.15, 0.35, 0.75, 1.5, 3.0)
+#: When the peer of a TCP offer (re)tries to connect to the relayed address, relative to
+#: the offer (seconds): dense first, so a refused early try costs little; bounded.
+CONNECT_SCHEDULE = (0.0, 0.02, 0.04, 0.07, 0.12, 0.25, 0.5, 1.0, 2.0, 3.5)
 MAX_PROBING = 16  # offers answered at once; more are dropped (a flood is not our job)
-RELAY_MEMORY = 60.0  # seconds a peer remembers a relayed address it probed
+RELAY_MEMORY = 60.0  # seconds a peer remembers a relayed address it connected to
 
 
 class TurnMethod:
@@ -82,11 +79,13 @@ class TurnMethod:
         self._tasks: set[asyncio.Task[None]] = set()
         # How to release every allocation a link of ours still uses (node closing).
         self._releases: set[Callable[[str], Awaitable[None]]] = set()
-        # Relayed addresses this node probed (as the peer of an offer): links that
+        # Relayed addresses this node connected to (the peer of a TCP offer): links that
         # arrive from them are relayed links.
-        self.probed: dict[tuple[str, int], tuple[float, bytes]] = {}
+        self.probed: dict[tuple[str, int], float] = {}
         self.upgrades: weakref.WeakKeyDictionary[Link, PathUpgrade] = weakref.WeakKeyDictionary()
         self.last_timing: dict[str, float] = {}
+        self._warm: TurnClient | None = None
+        self._closing = False
 
     async def start(self) -> None:
         _methods[self.node] = self
@@ -104,12 +103,59 @@ class TurnMethod:
             )
             for server, why in failures.items():
                 log.warning("TURN server %s skipped: %s", server, why)
+        if self.servers and self.node.conf["turn_relay_first"]:
+            self._start_warming()
+
+    # -- a warm allocation (relay-first) ------------------------------------------------
+
+    def _new_client(self, server: tuple[str, int]) -> TurnClient:
+        conf = self.node.conf
+        return TurnClient(
+            server,
+            str(conf["turn_username"]),
+            str(conf["turn_password"]),
+            timeout=float(conf["turn_timeout"]),
+            keepalive=float(conf["turn_keepalive"]),
+        )
+
+    def _start_warming(self) -> None:
+        """Relay-first keeps one UDP allocation ready on the first server, so a connect
+        does not wait for the allocation's two round trips; each use starts the next."""
+        task = asyncio.create_task(self._warm_up(), name="turn warm allocation")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _warm_up(self) -> None:
+        client = self._new_client(self.servers[0])
+        try:
+            await client.allocate()
+        except Exception as exc:  # the connect path allocates itself and reports errors
+            log.info("TURN: no warm allocation on %s: %s", self.servers[0], exc)
+            return
+        if self._warm is not None or self._closing:
+            await client.aclose("not needed")
+            return
+        self._warm = client
+
+    def _take_warm(self, server: tuple[str, int]) -> TurnClient | None:
+        warm, self._warm = self._warm, None
+        if warm is None:
+            return None
+        if warm.closed or warm.server != server:
+            self._warm = warm if not warm.closed else None
+            return None
+        self._start_warming()
+        return warm
 
     async def aclose(self) -> None:
+        self._closing = True
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._warm is not None:
+            await self._warm.aclose("node closing")
+            self._warm = None
         for release in list(self._releases):
             with contextlib.suppress(Exception):
                 await release("node closing")
@@ -141,52 +187,43 @@ class TurnMethod:
             return await self._attempt_tcp(peer, candidate.remote, intent)
         node, conf = self.node, self.node.conf
         token = secrets.token_bytes(16)
-        learned: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
         endpoint: RelayEndpoint | None = None
 
         def on_data(source: tuple[str, int], data: bytes) -> None:
-            if probe_token(data) == token:
-                if not learned.done():
-                    learned.set_result(source)
-                return  # later probes are retransmissions
             if endpoint is not None:
                 endpoint.feed(source, data)
 
-        client = TurnClient(
-            candidate.remote,
-            str(conf["turn_username"]),
-            str(conf["turn_password"]),
-            timeout=float(conf["turn_timeout"]),
-            keepalive=float(conf["turn_keepalive"]),
-            on_data=on_data,
-        )
+        client = self._take_warm(candidate.remote) or self._new_client(candidate.remote)
+        client.on_data = on_data
+        inbound = node.expect_inbound(token)
         try:
             begin = time.perf_counter()
-            await client.allocate()
+            await client.allocate()  # at once for a warm allocation
             allocated = time.perf_counter() - begin
-            # The permission and the offer travel at once: the peer repeats its probes,
-            # so one that beats the permission costs a retransmission, not a failure.
-            offer = RelayOffer(token, client.relayed, "udp", node.address()).encode()
-            await asyncio.gather(self._permit(client, peer), self._offer(peer, offer))
-            source = await learned
             endpoint = RelayEndpoint(node, client)
-            # Data goes by Send indication until the channel is confirmed (RFC 8656 12).
-            bind = asyncio.ensure_future(client.bind_channel(source))
-            link = await node.udp.dial(
-                endpoint,  # type: ignore[arg-type]
-                source,
-                expected_identity=peer.public_key,
-                intent=intent,
-                method=self.name,
-            )
-            with contextlib.suppress(TurnError):
-                await bind
+            # The permission first, then the offer: the peer's first handshake message
+            # then finds the relay open (a lost one would cost a 250 ms retransmission).
+            await self._permit(client, peer)
+            offer = RelayOffer(token, client.relayed, "udp", node.address()).encode()
+            await self._offer(peer, offer)
+            # The peer dials our relayed address; the node's UDP endpoint answers through
+            # the relay and hands us the link by its intent (our token).
+            link = await inbound
         except BaseException:
             if endpoint is not None:
                 await endpoint.aclose("attempt failed")
             else:
                 await client.aclose("attempt failed")
             raise
+        finally:
+            inbound.cancel()
+        if link.remote_key != peer.public_key:
+            await link.close("unexpected identity")
+            await endpoint.aclose("attempt failed")
+            raise LinkAuthError("the peer that answered the relay offer is not the one we asked")
+        link.path = dataclasses.replace(link.path, method=self.name)
+        # ChannelData from now on: 4 bytes of overhead per datagram instead of 36.
+        node.spawn(_bind_quietly(client, link.path.remote), name="turn channel bind")
         total = time.perf_counter() - begin
         # For benchmarks and diagnostics: where the time of the last relayed connect went.
         self.last_timing = {"allocate": allocated, "total": total}
@@ -334,38 +371,56 @@ class TurnMethod:
         if len(self._tasks) >= MAX_PROBING:
             log.warning("ignored a relay offer: %d already being answered", len(self._tasks))
             return
-        answer = self._probe if offer.transport == "udp" else self._connect_to_relay
-        task = asyncio.create_task(answer(offer), name="relay answer")
+        if offer.transport == "udp":
+            task = asyncio.create_task(self._dial_relay(offer, sender), name="relay answer")
+        else:
+            task = asyncio.create_task(self._connect_to_relay(offer), name="relay answer")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _probe(self, offer: RelayOffer) -> None:
+    async def _dial_relay(self, offer: RelayOffer, sender: bytes) -> None:
+        """UDP offer: run the link handshake, as initiator, from our listening socket to
+        the relayed address (which also opens our NAT toward the relay, whatever kind it
+        is).  The offerer's node answers through the relay and matches the link to its
+        attempt by the intent, our copy of its token."""
         listener = self._listener_for(offer.relayed[0])
         if listener is None:
             log.info("relay offer for %s: no listening UDP socket of its family", offer.relayed)
             return
-        self._remember(offer.relayed, offer.address)
-        probe = encode_probe(offer.token)
-        begin = time.monotonic()
-        for at in PROBE_SCHEDULE:
-            delay = at - (time.monotonic() - begin)
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if self._answered(offer.relayed):
+        node = self.node
+        try:
+            async with asyncio.timeout(float(node.conf["handshake_timeout"])):
+                link = await node.udp.dial(
+                    listener,
+                    offer.relayed,
+                    expected_identity=sender,
+                    intent=offer.token,
+                    method=self.name,
+                )
+        except (TimeoutError, OSError, WarpgateError) as exc:
+            log.info("relay offer: no link through %s: %s", offer.relayed, exc)
+            return
+        link.path = dataclasses.replace(link.path, relayed=True)
+        # For this side the link is an inbound one: the peer asked for it.
+        node.adopt_link(link, inbound=True)
+        if node.conf["turn_upgrade"] and offer.address:
+            try:
+                offerer = NodeAddress.decode(offer.address)
+            except AddressError as exc:
+                log.info("relay offer carried a bad node address (no upgrade): %s", exc)
                 return
-            if listener.udp is None or listener.udp.is_closing():
-                return
-            listener.udp.sendto(probe, offer.relayed)
+            if offerer.public_key == sender:
+                self._start_upgrade(link, direct_candidates(node, offerer))
 
     async def _connect_to_relay(self, offer: RelayOffer) -> None:
         """RFC 6062 offer: connect to the relayed address; the node's TCP responder runs
         the link handshake the offering side starts over its data connection.  A
-        refused connection (our IP not permitted yet) is retried on the probe schedule."""
+        refused connection (our IP not permitted yet) is retried on a schedule."""
         self._remember(offer.relayed)
         loop = asyncio.get_running_loop()
         begin = time.monotonic()
         last: Exception | None = None
-        for at in PROBE_SCHEDULE:
+        for at in CONNECT_SCHEDULE:
             delay = at - (time.monotonic() - begin)
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -377,13 +432,10 @@ class TurnMethod:
                 last = exc
         log.info("relay offer: could not connect to %s: %s", offer.relayed, last)
 
-    def _remember(self, relayed: tuple[str, int], address: bytes = b"") -> None:
+    def _remember(self, relayed: tuple[str, int]) -> None:
         now = time.monotonic()
-        self.probed = {a: v for a, v in self.probed.items() if now - v[0] < RELAY_MEMORY}
-        self.probed[relayed] = (now, address)
-
-    def _answered(self, relayed: tuple[str, int]) -> bool:
-        return any(link.path.remote == relayed for link in self.node.udp.links.values())
+        self.probed = {a: t for a, t in self.probed.items() if now - t < RELAY_MEMORY}
+        self.probed[relayed] = now
 
     def _listener_for(self, ip_text: str) -> Listener | None:
         ip = ipaddress.ip_address(ip_text)
@@ -438,7 +490,7 @@ def _relay_can_see(peer: NodeAddress, server: tuple[str, int]) -> bool:
     peer's datagrams come from: an external address (measured by STUN), a public
     interface address, or any address when the relay is itself on a private network.
     A peer behind a NAT that never measured its external address cannot be permitted
-    (its probes would be dropped), so no candidate is offered for it."""
+    (its handshake would be dropped), so no candidate is offered for it."""
     if is_lan_only(ipaddress.ip_address(server[0])):
         return bool(_permit_ips(peer))
     for iface in peer.interfaces:
@@ -447,29 +499,25 @@ def _relay_can_see(peer: NodeAddress, server: tuple[str, int]) -> bool:
     return False
 
 
+async def _bind_quietly(client: TurnClient, peer: tuple[str, int]) -> None:
+    try:
+        await client.bind_channel(peer)
+    except (TurnError, ConnectionError) as exc:  # Send indications keep working
+        log.info("TURN channel bind to %s failed: %s", peer, exc)
+
+
 _methods: weakref.WeakKeyDictionary[Node, TurnMethod] = weakref.WeakKeyDictionary()
 
 
 @hookimpl
 def warpgate_link_established(node: Node, link: Any) -> None:
-    """On the peer side, a link that arrives from a relayed address we probed is a
+    """On the peer side, a TCP link that arrives from a relayed address we connected to is a
     relayed link: say so in its path."""
     method = _methods.get(node)
     if method is None or link.path.relayed:
         return
-    probed = method.probed.get(link.path.remote)
-    if probed is None:
-        return
-    link.path = dataclasses.replace(link.path, relayed=True, method="turn")
-    if not node.conf["turn_upgrade"] or not probed[1]:
-        return
-    try:
-        offerer = NodeAddress.decode(probed[1])
-    except AddressError as exc:
-        log.info("relay offer carried a bad node address (no upgrade): %s", exc)
-        return
-    if offerer.public_key == link.remote_key:
-        method._start_upgrade(link, direct_candidates(node, offerer))
+    if link.path.remote in method.probed:
+        link.path = dataclasses.replace(link.path, relayed=True, method="turn")
 
 
 @hookimpl

@@ -260,8 +260,19 @@ async def test_relay_first_link_upgrades_to_direct_without_losing_messages(
     ):
         await a.start()
         await b.start()
+        turn = a.traversal_methods["turn"]
+        for _ in range(100):  # relay-first keeps an allocation ready (bounded wait)
+            if turn._warm is not None:
+                break
+            await asyncio.sleep(0.02)
+        warm = turn._warm
+        assert warm is not None and warm.allocation is not None
         link, method = await auto_connect(a, b.address(), transport="udp", timeout=8)
-        assert method == "turn" and link.path.kind == "relay", link.trace
+        assert method == "turn", link.trace
+        # (The link may already be direct here: loopback proves the path in a moment.)
+        relay_path = turn.upgrades[link].relay_path
+        assert relay_path.kind == "relay"
+        assert relay_path.local == warm.allocation.relayed, "the warm allocation was used"
         inbound = await b.accept(timeout=3)
         sent = 0
         received: list[bytes] = []

@@ -193,4 +193,4 @@ async def test_relay_going_away_closes_the_link_with_a_reason(lab_factory: Any) 
         stop_relay(),
     )
     assert used["closed"] and "relay lost" in used["reason"], used
-    assert used["took"] < 5
+    assert used["took"] < 7  # keepalive 1 s + request timeout 2 s, and slack for load

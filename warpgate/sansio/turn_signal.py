@@ -1,7 +1,9 @@
 """What the ``turn`` traversal method sends besides TURN itself (sans-IO).
 
 **Relay offer** (through a signal transport, to the peer): the connecting side has a
-TURN allocation and asks the peer to send to its relayed address.  It uses the signal
+TURN allocation and asks the peer to reach it at its relayed address (over UDP: the
+peer's link handshake, with the token as its intent; over TCP: a connection).  It uses
+the signal
 message envelope of :mod:`warpgate.sansio.signal_messages` (version u8 = 1 | type u8)
 with its own type:
 
@@ -10,15 +12,6 @@ with its own type:
 
 The optional trailing node address (binary form) tells the peer where the sender can
 be reached directly, so a relay-first link can probe for a direct path from both ends.
-
-**Relay probe** (a UDP datagram, peer → relayed address): tells the allocating side the
-address the relay sees the peer at (a symmetric NAT picks a new port per destination,
-so only the relay knows it) and proves it answers this offer:
-
-    0xD8 | version u8 = 1 | token (16 bytes)
-
-0xD8 is outside the first bytes of STUN (0x00-0x3F), ChannelData (0x40-0x7F) and UDP
-links (0xD0-0xD4), so a probe can never be mistaken for them.
 """
 
 from __future__ import annotations
@@ -32,9 +25,6 @@ from warpgate.sansio.signal_messages import VERSION, SignalMessageError
 
 RELAY_OFFER: Final = 0x10
 TOKEN_SIZE: Final = 16
-PROBE_KIND: Final = 0xD8
-PROBE_VERSION: Final = 1
-PROBE_SIZE: Final = 2 + TOKEN_SIZE
 _TRANSPORTS: Final = {17: "udp", 6: "tcp"}
 
 Addr = tuple[str, int]
@@ -98,16 +88,3 @@ def decode_relay_offer(data: bytes) -> RelayOffer:
         raise SignalMessageError("relay offer port is 0")
     # The sender's node address is parsed (and checked) by whoever uses it.
     return RelayOffer(token, (str(ip), port), _TRANSPORTS[proto], bytes(rest[size + 2 :]))
-
-
-def encode_probe(token: bytes) -> bytes:
-    if len(token) != TOKEN_SIZE:
-        raise SignalMessageError(f"a relay probe token is {TOKEN_SIZE} bytes")
-    return bytes([PROBE_KIND, PROBE_VERSION]) + token
-
-
-def probe_token(data: bytes) -> bytes | None:
-    """The token of a relay probe, or None when ``data`` is not one (never raises)."""
-    if len(data) != PROBE_SIZE or data[0] != PROBE_KIND or data[1] != PROBE_VERSION:
-        return None
-    return bytes(data[2:])

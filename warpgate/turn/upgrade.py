@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from warpgate.link.link import LinkPath
+from warpgate.link.link import LinkClosed, LinkPath
 from warpgate.link.udp import DATA, UdpLink
 from warpgate.sansio.link_records import PING
 
@@ -110,8 +110,8 @@ class PathUpgrade:
                 if self.link.closed:
                     return
                 self._use_relay()
-        except asyncio.CancelledError:
-            raise
+        except LinkClosed:
+            return  # the link closed (its pending PINGs fail with it): nothing to upgrade
         except Exception:  # never take the link down over an upgrade
             log.exception("relay-first upgrade of %s failed", self.link)
 
