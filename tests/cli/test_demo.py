@@ -12,6 +12,7 @@ import pytest
 
 from tests.cli.helpers import interrupt, lines, run_cli, spawn_cli
 from warpgate.cli import main
+from warpgate.demo.runner import run_demo
 from warpgate.demo.table import LiveTable
 from warpgate.plugin.manager import make_plugin_manager
 
@@ -109,3 +110,15 @@ def test_live_table_redraws_on_a_terminal_and_prints_once_elsewhere() -> None:
     table.update(row, "direct", "ok")
     assert plain.getvalue().split("\n")[1].split() == ["direct", "ok"]
     assert "running" not in plain.getvalue()
+
+
+async def test_demo_in_process_contacts_nothing_outside_loopback() -> None:
+    """In-process, under the test network guard (only loopback and lab addresses
+    resolve), and without an MQTT broker, as after a plain ``pip install warpgate``."""
+    out = io.StringIO()
+    report = await run_demo(out, live=False, mqtt=False)
+    rows = {(r.method, r.transport): r for r in report.results}
+    assert rows[("direct", "tcp")].result == "ok"
+    assert rows[("reverse", "tcp")].result == "ok"  # signalled in-process instead of MQTT
+    assert any("in-process signalling" in line for line in report.infra)
+    assert out.getvalue().rstrip().splitlines()[-1].startswith("summary: ")

@@ -114,8 +114,11 @@ async def _try(alice: Gate, target: str, method: str, transport: str) -> MethodR
         await link.close()
 
 
-async def run_demo(out: TextIO, *, live: bool | None = None, quiet: bool = False) -> DemoReport:
-    """Run the demo, drawing the table on ``out`` unless ``quiet``; return the report."""
+async def run_demo(
+    out: TextIO, *, live: bool | None = None, quiet: bool = False, mqtt: bool = True
+) -> DemoReport:
+    """Run the demo, drawing the table on ``out`` unless ``quiet``; return the report.
+    ``mqtt=False`` signals in-process, as when ``amqtt`` is not installed."""
     report = DemoReport()
     began = time.monotonic()
 
@@ -126,7 +129,7 @@ async def run_demo(out: TextIO, *, live: bool | None = None, quiet: bool = False
 
     with tempfile.TemporaryDirectory(prefix="warpgate-demo-") as tmp:
         workdir = Path(tmp)
-        async with EmbeddedInfra(workdir / "infra") as infra:
+        async with EmbeddedInfra(workdir / "infra", mqtt=mqtt) as infra:
             report.infra = infra.describe()
             say("warpgate demo: two nodes on this machine, every traversal method")
             for line in report.infra:
