@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -122,3 +124,10 @@ async def test_demo_in_process_contacts_nothing_outside_loopback() -> None:
     assert rows[("reverse", "tcp")].result == "ok"  # signalled in-process instead of MQTT
     assert any("in-process signalling" in line for line in report.infra)
     assert out.getvalue().rstrip().splitlines()[-1].startswith("summary: ")
+
+
+@pytest.mark.skipif(sys.platform != "linux" or os.geteuid() != 0, reason="--lab needs root")
+def test_demo_lab_bad_nat_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--lab", "--nat-a", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert len(lines(err)) == 1 and "unknown NAT mode 'bogus'" in err and "try:" in err

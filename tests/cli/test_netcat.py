@@ -254,3 +254,29 @@ def test_ctrl_c_mid_session(tmp_path: Path, listener: Listener) -> None:
     # The listener sees the link break: one line, non-zero, and it exits.
     code, _, err = listener.finish()
     assert code == 1 and "the link broke" in _error_line(err, "listen")
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from warpgate.cli.transfer import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    err = Tty()
+    monkeypatch.setattr("sys.stderr", err)
+    bar = Progress(4 * 1024 * 1024, "sending x")
+    for _ in range(4):
+        bar.advance(1024 * 1024)
+    bar.finish()
+    text = err.getvalue()
+    assert text.startswith("\rsending x [") and "100.0% 4.0 MiB/4.0 MiB" in text
+    assert text.endswith("\n")
+    plain = io.StringIO()
+    monkeypatch.setattr("sys.stderr", plain)
+    bar = Progress(10, "sending y")
+    bar.advance(10)
+    bar.finish()
+    assert plain.getvalue() == ""  # a pipe gets only the final status line, from the command
