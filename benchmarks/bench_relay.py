@@ -52,6 +52,8 @@ def conf(lab: Lab, name: str, relay_first: bool = False) -> dict[str, Any]:
             "turn_username": stun["username"],
             "turn_password": stun["password"],
             "turn_relay_first": relay_first,
+            # The relayed throughput must stay relayed (a -> pub could upgrade to direct).
+            "turn_upgrade": relay_first,
         },
         NODE_TEST_CONF,
     )
