@@ -9,6 +9,7 @@ directory (the user's own keystore is never touched).  ``alice`` connects to
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tempfile
 import time
@@ -190,7 +191,12 @@ async def _run_methods(
                 row = None
                 if table is not None:
                     row = table.add(info.name, transport, "running", "...", "")
-                res = await _try(alice, target, info.name, transport)  # type: ignore[arg-type]
+                ticker = _tick(table, row, info.name, transport)
+                try:
+                    res = await _try(alice, target, info.name, transport)  # type: ignore[arg-type]
+                finally:
+                    if ticker is not None:
+                        ticker.cancel()
                 if table is not None and row is not None:
                     table.update(row, *res.cells())
                 results.append(res)
@@ -199,6 +205,24 @@ async def _run_methods(
                 table.add(*res.cells(), final=True)
             results.append(res)
     return results
+
+
+def _tick(
+    table: LiveTable | None, row: int | None, method: str, transport: str
+) -> asyncio.Task[None] | None:
+    """On a terminal, count up the time of a running attempt (punching or a timeout
+    can take seconds, and a frozen row looks like a hang)."""
+    if table is None or row is None or not table.live:
+        return None
+    began = time.monotonic()
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            took = f"{time.monotonic() - began:.1f} s"
+            table.update(row, method, transport, "running", took, "", final=False)
+
+    return asyncio.ensure_future(tick())
 
 
 def _summary(report: DemoReport) -> str:
