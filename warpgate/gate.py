@@ -19,8 +19,6 @@ from warpgate.node.node_defs import NODE_CONF
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TLD = ".p2p"
-
 
 @dataclass(frozen=True)
 class PeerHandle:
@@ -33,13 +31,21 @@ class PeerHandle:
 
 
 class PeerFinder:
-    """``peer.find(name)`` -> a :class:`PeerHandle`, the TLD appended when missing."""
+    """``peer.find(name)`` -> a :class:`PeerHandle`.
 
-    def find(self, name: str, tld: str = DEFAULT_TLD) -> PeerHandle:
+    A bare name (``"bob"``) is looked up by every running name service in its own
+    namespace (``bob.p2p`` for one PNP server, ``bob.peer`` for several, ``bob.lan`` in a
+    names file); a full name (``"bob.p2p"``) only by the service whose TLD it has.
+    ``tld`` appends a suffix to a bare name.
+    """
+
+    def find(self, name: str, tld: str | None = None) -> PeerHandle:
         name = name.strip()
         if not name:
             raise ValueError("a peer name cannot be empty")
-        return PeerHandle(name if "." in name else name + tld)
+        if tld and "." not in name:
+            name += tld if tld.startswith(".") else "." + tld
+        return PeerHandle(name)
 
 
 peer = PeerFinder()

@@ -199,3 +199,19 @@ async def test_oversized_file_is_refused(tmp_path: Path) -> None:
         with pytest.raises(UnavailableError, match="over"):
             await o.nickname("ola")
         assert names.stat().st_size > MAX_FILE  # untouched
+
+
+async def test_gate_finds_a_peer_by_bare_name(tmp_path: Path) -> None:
+    """``peer.find("alice")`` works whatever the backend's TLD (here ``.lan``)."""
+    from warpgate import Gate
+
+    names = tmp_path / "names"
+    async with (
+        Gate("alice", conf("alice", names), ip="127.0.0.1", port=0) as alice,
+        Gate("bob", conf("bob", names), ip="127.0.0.1", port=0) as bob,
+    ):
+        link = await bob.connect(bob.peer.find("alice"))
+        try:
+            assert link.remote_key == alice.node.public_key
+        finally:
+            await link.close()
