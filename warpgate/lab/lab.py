@@ -79,6 +79,7 @@ def topology_to_dict(topo: Topology) -> dict[str, Any]:
                 "delay_ms": r.delay_ms,
                 "jitter_ms": r.jitter_ms,
                 "hairpin": r.hairpin,
+                "tcp_reset": r.tcp_reset,
             }
             for r in topo.routers
         ],
@@ -99,6 +100,7 @@ def topology_from_dict(data: dict[str, Any]) -> Topology:
                 r.get("delay_ms", 0.0),
                 r.get("jitter_ms", 0.0),
                 r.get("hairpin", False),
+                r.get("tcp_reset", False),
             )
             for r in data["routers"]
         ),
@@ -311,6 +313,7 @@ class Lab:
                     hairpin_address=hairpin,
                     lan_cidr=node.lan_cidr,
                     wan_address=node.wan_address,
+                    tcp_reset=router.tcp_reset,
                 )
             )
             if router.loss:

@@ -18,6 +18,14 @@ How each mode is built (verified on Debian 12's kernel, see docs/lab.md):
 
 Hairpinning is off by default (a packet from the LAN to the router's own external
 address goes nowhere); ``hairpin_address`` switches it on for the EIM modes.
+
+Unsolicited inbound TCP (a SYN no mapping claims) is dropped silently, as most
+consumer routers' firewalls do ("stealth" WAN).  ``tcp_reset=True`` keeps what a bare
+Linux masquerade box does instead: its own stack answers with a reset.  That variant
+defeats TCP simultaneous open unless both SYNs cross the WAN within one one-way delay
+of each other: the reset tears down the sender's NAT entry, and the entry the
+refused SYN left behind (closing, 10 s) takes the 4-tuple, so the router's next
+outbound SYN of that flow gets another external port (measured: docs/punching.md).
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ def router_ruleset(
     hairpin_address: str | None = None,
     lan_cidr: str = "0.0.0.0/0",
     wan_address: str | None = None,
+    tcp_reset: bool = False,
 ) -> str:
     """The ``nft -f`` text for a router in ``mode`` (uplink ``wan``, LAN bridge ``lan``).
 
@@ -58,7 +67,8 @@ def router_ruleset(
     switches hairpinning on: a LAN
     host sending to another LAN host's *external* endpoint reaches it, with the sender's
     external endpoint as source (RFC 4787 REQ-9), filtered as the mode filters
-    inbound traffic.  Only for the EIM modes (:data:`HAIRPIN_MODES`).
+    inbound traffic.  Only for the EIM modes (:data:`HAIRPIN_MODES`).  ``tcp_reset``
+    answers unsolicited inbound TCP with a reset instead of dropping it.
     """
     if mode is NatMode.OPEN:
         return ""
@@ -167,6 +177,13 @@ def router_ruleset(
         f'    iifname "{wan}" meta l4proto udp ct state new '
         f"ip saddr != {{ {SERVER_ADDRESS}, {SERVER_ADDRESS_ALT} }} drop"
     )
+    if not tcp_reset:
+        # A SYN that no mapping claims: drop it before conntrack confirms an entry (which
+        # would take the tuple a later outbound SYN of a host's flow needs, as for UDP
+        # above) and before the stack answers with a reset that would kill the
+        # sender's own NAT entry.  A simultaneous open's early SYN is then simply lost
+        # and the other side's SYN gets through.
+        out.append(f'    iifname "{wan}" meta l4proto tcp ct state new drop')
     if hairpin_address:
         out.append(
             f'    iifname "{lan}" ip daddr {hairpin_address} meta l4proto udp ct state new drop'

@@ -99,6 +99,9 @@ class Router:
     #: Loop LAN traffic sent to an external endpoint of this router back to the LAN
     #: (only full-cone, address-restricted and port-restricted can hairpin).
     hairpin: bool = False
+    #: Answer unsolicited inbound TCP with a reset (a bare Linux masquerade box) instead
+    #: of dropping it (most home routers); see warpgate.lab.nat.
+    tcp_reset: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,55 +1,52 @@
-"""TCP simultaneous open from the listening port, and the link handshake on the winner.
+"""TCP simultaneous open through two NATs, and the link handshake on the winner.
 
-Each side connects to the other's predicted endpoints from sockets bound to its own
-listening address and port (``SO_REUSEADDR`` + ``SO_REUSEPORT``; the listening socket
-gets ``SO_REUSEPORT`` too), so the NAT maps the same local port it mapped for the
-listener.  Whichever SYN crosses the other NAT after that NAT saw its own host's SYN
-gets in; both kernels then complete one connection (RFC 793 simultaneous open).  At
-most ``max_sockets`` sockets at once (one per predicted port), each re-tried after a
-refusal, all bounded by the caller's deadline.  The first connected socket wins; the
-others are closed.
+Each side opens a fresh TCP port for the session (its number travels in the offer or
+answer as both the local and the predicted external port: the NATs this works through
+keep the source port), listens on it, and connects from it to the other's predicted
+endpoints, one socket per predicted port (``SO_REUSEADDR`` + ``SO_REUSEPORT`` let them
+share the port).  The first SYN to reach the other NAT before that NAT saw its own
+host's SYN is dropped there (a NAT drops unsolicited inbound TCP); the other side's
+SYN then finds the first side's mapping open and gets in, and both kernels complete
+one connection (RFC 793 simultaneous open).  Without a NAT in front, a SYN that
+arrives before ours left meets the listening socket instead of a reset.  A refused
+connect is tried again from a new socket, all bounded by the caller's deadline.
+
+Why not the node's listening port: a link between the same two ports leaves the
+4-tuple in TIME_WAIT on the side that closed first, and the next punch between the same
+two nodes within a minute could not connect (``EADDRNOTAVAIL``); and the node's
+listener would take early SYNs and wait for a handshake in the wrong role.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from warpgate.link.tcp import LinkConnection, TcpLink
 from warpgate.sansio.link_handshake import LinkHandshake
 
 if TYPE_CHECKING:
-    from warpgate.net.servers import Listener
     from warpgate.node.node import Node
 
 log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
 RETRY_DELAY = 0.2  # after a refused or failed connect, before the next try
-MAX_TRIES = 50  # per target
+MAX_TRIES = 50  # per target (and the caller's deadline bounds them all)
 
 
-def allow_port_sharing(listener: Listener) -> None:
-    """Let punch sockets bind the listener's TCP port (Linux checks ``SO_REUSEPORT`` on
-    the bound socket at the time of the new bind, so setting it now is enough)."""
-    if listener.tcp is None or not hasattr(socket, "SO_REUSEPORT"):
-        return
-    for sock in listener.tcp.sockets:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-
-
-def _bound_socket(local: Addr) -> socket.socket:
+def bound_socket(local: Addr) -> socket.socket:
+    """A non-blocking TCP socket bound to ``local`` (port 0: a fresh port), shareable
+    with the other sockets of the same simultaneous open."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(local)
         sock.setblocking(False)
     except BaseException:
@@ -58,95 +55,119 @@ def _bound_socket(local: Addr) -> socket.socket:
     return sock
 
 
-async def _connect_one(local: Addr, target: Addr, prime_ttl: int | None) -> socket.socket:
+def listening_socket(ip: str) -> socket.socket:
+    """The session's socket: a fresh port, listening, so that a peer's SYN arriving
+    before ours left (possible when no NAT sits in front of us) is accepted instead of
+    answered with a reset.  The connecting sockets share its port."""
+    sock = bound_socket((ip, 0))
+    try:
+        sock.listen(8)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _connect_one(local: Addr, target: Addr, out: asyncio.Queue[socket.socket]) -> None:
     loop = asyncio.get_running_loop()
     last: OSError | None = None
-    for tries in range(MAX_TRIES):
-        sock = _bound_socket(local)
+    for _ in range(MAX_TRIES):
         try:
-            if prime_ttl and tries == 0:
-                _primed_connect(sock, target, prime_ttl)
+            sock = bound_socket(local)
+        except OSError as exc:  # the 4-tuple is taken: the peer's SYN reached the listener
+            last = exc
+            log.debug("simultaneous open %s -> %s: %s", local, target, exc)
+            await asyncio.sleep(RETRY_DELAY)
+            continue
+        try:
             await loop.sock_connect(sock, target)
-            return sock
-        except OSError as exc:  # refused (an RST on the way), unreachable...
+        except OSError as exc:  # refused (a reset on the way), unreachable...
             sock.close()
             last = exc
+            log.debug("simultaneous open %s -> %s: %s", local, target, exc)
         except BaseException:
             sock.close()
             raise
+        else:
+            out.put_nowait(sock)
+            return
         await asyncio.sleep(RETRY_DELAY)
     raise ConnectionError(f"simultaneous open to {target[0]}:{target[1]} failed: {last}")
 
 
-def _primed_connect(sock: socket.socket, target: Addr, ttl: int) -> None:
-    """Send the first SYN with a small TTL: it opens our own NAT's mapping and dies
-    before it reaches the peer's NAT, which would otherwise answer it with a reset
-    (a NAT without a matching mapping does).  Later packets (our SYN-ACK, a
-    retransmitted SYN) go out with the normal TTL."""
-    normal = sock.getsockopt(socket.IPPROTO_IP, socket.IP_TTL)
-    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
-    try:
-        err = sock.connect_ex(target)  # the SYN leaves now; EINPROGRESS
-        if err not in (0, errno.EINPROGRESS):
-            raise OSError(err, os.strerror(err))
-    finally:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, normal)
+class SimultaneousOpen:
+    """Connections between this side's session port and the peer's predicted endpoints,
+    established from either end: the connecting sockets (one per target, at most
+    ``max_sockets``) and the session's listening socket (owned from now on), which
+    accepts only from the peer's addresses.  :meth:`next` gives them as they come;
+    :meth:`aclose` closes everything not taken."""
 
+    def __init__(
+        self, listener: socket.socket, targets: Sequence[Addr], *, max_sockets: int
+    ) -> None:
+        self.listener = listener
+        self.local: Addr = listener.getsockname()[:2]
+        self.targets = list(dict.fromkeys(targets))[: max(1, max_sockets)]
+        self.strays = 0  # connections from other addresses, closed at once
+        self._ready: asyncio.Queue[socket.socket] = asyncio.Queue()
+        self._errors: list[str] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
-async def prime(local: Addr, targets: Sequence[Addr], ttl: int) -> None:
-    """Open our NAT's mapping towards each target with a low-TTL SYN from ``local``,
-    then drop the socket (the ICMP time-exceeded would abort it anyway).  The peer's
-    SYN then finds the mapping and reaches our *listening* socket, which shares the
-    port, so the link arrives as an ordinary inbound one."""
-    for target in targets:
+    def start(self) -> None:
+        if not self.targets:
+            raise ConnectionError("no endpoint to aim at")
+        self._tasks = [
+            asyncio.create_task(self._connect(t), name=f"tcp punch {t}") for t in self.targets
+        ]
+        self._tasks.append(asyncio.create_task(self._accept(), name="tcp punch accept"))
+
+    async def _connect(self, target: Addr) -> None:
         try:
-            sock = _bound_socket(local)
-        except OSError as exc:  # the 4-tuple is taken: a connection already exists
-            log.debug("not priming %s: %s", target, exc)
-            continue
-        try:
-            _primed_connect(sock, target, ttl)
-        except OSError as exc:
-            log.debug("priming %s failed: %s", target, exc)
-        finally:
-            sock.close()
+            await _connect_one(self.local, target, self._ready)
+        except ConnectionError as exc:
+            self._errors.append(str(exc))
 
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        peers = {ip for ip, _port in self.targets}
+        while True:  # bounded by the caller's deadline (aclose cancels it)
+            sock, addr = await loop.sock_accept(self.listener)
+            if addr[0] in peers:
+                sock.setblocking(False)
+                self._ready.put_nowait(sock)
+            else:
+                self.strays += 1
+                log.info("tcp punch: closed a connection from %s:%s", addr[0], addr[1])
+                sock.close()
 
-async def simultaneous_open(
-    local: Addr, targets: Sequence[Addr], *, max_sockets: int, prime_ttl: int | None = None
-) -> socket.socket:
-    """The first socket that connects to one of ``targets`` from ``local``; with
-    ``prime_ttl``, each socket's first SYN is sent with that TTL (see
-    :func:`_primed_connect`)."""
-    tasks = [
-        asyncio.create_task(_connect_one(local, t, prime_ttl), name=f"tcp punch {t}")
-        for t in list(targets)[: max(1, max_sockets)]
-    ]
-    if not tasks:
-        raise ConnectionError("no endpoint to aim at")
-    winner: socket.socket | None = None
-    errors = []
-    try:
-        pending = set(tasks)
-        while pending and winner is None:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.exception() is None and winner is None:
-                    winner = task.result()
-                elif task.exception() is None:
-                    task.result().close()
-                else:
-                    errors.append(str(task.exception()))
-    finally:
-        for task in tasks:
+    async def next(self) -> socket.socket:
+        """The next established connection; ConnectionError once every connecting
+        socket gave up (the listener alone is not worth waiting for then)."""
+        while True:
+            if not self._ready.empty():
+                return self._ready.get_nowait()
+            connecting = [t for t in self._tasks[:-1] if not t.done()]
+            if not connecting:
+                raise ConnectionError("; ".join(self._errors) or "simultaneous open failed")
+            getter = asyncio.ensure_future(self._ready.get())
+            try:
+                await asyncio.wait([getter, *connecting], return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                getter.cancel()
+                if getter.done() and not getter.cancelled():
+                    getter.result().close()
+                raise
+            if getter.done():
+                return getter.result()
+            getter.cancel()
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
             task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, socket.socket) and result is not winner:
-                result.close()
-    if winner is None:
-        raise ConnectionError("; ".join(errors) or "simultaneous open failed")
-    return winner
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        while not self._ready.empty():
+            self._ready.get_nowait().close()
+        self.listener.close()
 
 
 async def handshake_on(
@@ -158,8 +179,10 @@ async def handshake_on(
     intent: bytes,
     method: str,
 ) -> TcpLink:
-    """The link handshake on a connected socket: the requester initiates (it sends the
-    link magic first), the peer responds, whatever the order the SYNs crossed in."""
+    """The link handshake on a connected socket (owned from now on): the requester
+    initiates (it sends the link magic first), the peer responds, whatever the order
+    the SYNs crossed in.  Bounded by ``handshake_timeout``; on any failure the socket
+    is closed."""
     hs = LinkHandshake(
         node.link_identity,
         initiator=initiator,
@@ -186,3 +209,51 @@ async def handshake_on(
         await link.close("unexpected identity")
         raise ConnectionError("the punched connection reached another node")
     return link
+
+
+def close_quietly(sock: socket.socket | None) -> None:
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+async def first_link(
+    opening: SimultaneousOpen, handshake: Callable[[socket.socket], Awaitable[TcpLink]]
+) -> TcpLink:
+    """The responder's side: run ``handshake`` on every connection as it is established
+    and keep the first that completes.  (With several predicted ports, the two sides
+    may see different connections first; only the one the requester picked carries
+    its handshake.)  The others are closed."""
+    handshakes: set[asyncio.Task[TcpLink]] = set()
+    getter: asyncio.Task[socket.socket] | None = None
+    exhausted: BaseException | None = None
+    errors: list[str] = []
+    try:
+        while True:
+            if getter is None and exhausted is None:
+                getter = asyncio.ensure_future(opening.next())
+            waiting = {*handshakes, *([getter] if getter is not None else [])}
+            if not waiting:
+                raise ConnectionError("; ".join(errors) or str(exhausted))
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is getter:
+                    getter = None
+                    if task.exception() is not None:
+                        exhausted = task.exception()
+                    else:
+                        handshakes.add(asyncio.create_task(handshake(task.result())))
+                    continue
+                handshakes.discard(task)  # type: ignore[arg-type]
+                if task.exception() is None:
+                    return task.result()  # type: ignore[return-value]
+                errors.append(str(task.exception()))
+    finally:
+        leftovers = [*handshakes, *([getter] if getter is not None else [])]
+        for task in leftovers:
+            task.cancel()
+        for result in await asyncio.gather(*leftovers, return_exceptions=True):
+            if isinstance(result, socket.socket):
+                result.close()
+            elif isinstance(result, TcpLink):
+                await result.close("another connection won")

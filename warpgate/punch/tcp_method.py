@@ -1,44 +1,88 @@
 """The ``tcp_punch`` traversal method: TCP simultaneous open between two NATed peers.
 
-Offer and answer carry both sides' mapped endpoints, as for ``udp_punch``; then the
-requester sends *sync* and both open connections to each other's predicted endpoints
-from their listening port at the same moment.  ``punch_tcp_schedule`` picks how that
-moment is agreed: ``"rtt"`` (DCUtR style: the requester measured the signal round trip
-from offer to answer and starts half of it after sending sync; the peer starts when
-sync arrives) or ``"ntp"`` (sync carries a start time on the NTP clock).  The first
-connection to complete carries the link handshake, requester as initiator; the
-others are closed.  See ``docs/punching.md`` for the measured difference.
+Offer and answer carry both sides' mapped endpoints, as for ``udp_punch``, but with the
+port of a TCP socket each side binds for this session alone (see
+:mod:`warpgate.punch.tcp` for why not the listening port); then the requester sends
+*sync* and both connect to each other's predicted endpoints at the same moment.
+``punch_tcp_schedule`` picks how that moment is agreed: ``"rtt"`` (DCUtR style: the
+requester measured the signal round trip from offer to answer and starts half of it
+after sending sync; the peer starts when sync arrives) or ``"ntp"`` (sync carries a
+start time on the node's NTP clock).  The connection carries the link handshake,
+requester as initiator; the peer adopts it as an inbound link.  See
+``docs/punching.md`` for the measured difference between the schedules.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
+import socket
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from warpgate.plugin import hookimpl
-from warpgate.plugin.types import TraversalMethodInfo
-from warpgate.punch.method import CONF_DEFAULTS, PunchMethod
-from warpgate.punch.session import Session
+from warpgate.punch.method import PunchMethod
+from warpgate.punch.session import Coordinator
 from warpgate.punch.sockets import ipv4_listener
-from warpgate.punch.tcp import allow_port_sharing, handshake_on, prime, simultaneous_open
-from warpgate.sansio.punch_messages import Offer, PunchTransport, Schedule, Sync
-from warpgate.sansio.punch_plan import Plan
+from warpgate.punch.tcp import (
+    SimultaneousOpen,
+    close_quietly,
+    first_link,
+    handshake_on,
+    listening_socket,
+)
+from warpgate.sansio.link_handshake import LinkAuthError, LinkProtocolError
+from warpgate.sansio.punch_messages import Endpoint, Offer, PunchTransport, Schedule, Sync
 
 if TYPE_CHECKING:
     from warpgate.interfaces import Candidate
     from warpgate.link.link import Link
+    from warpgate.punch.session import Session
     from warpgate.sansio.address import NodeAddress
+    from warpgate.sansio.punch_plan import Plan
 
 log = logging.getLogger(__name__)
 
 MIN_LEAD = 0.02  # NTP schedule: at least this much ahead of now when sync is sent
 MAX_WAIT = 5.0  # never wait longer than this for a scheduled start
-PRIME_INTERVAL = 0.1
-PRIME_ROUNDS = 100
+
+
+class _Reservation:
+    """The socket bound for one session, from the offer or answer that announced its
+    port until the simultaneous open takes it (closed if nobody does)."""
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+
+    def take(self) -> socket.socket | None:
+        sock, self.sock = self.sock, None
+        return sock
+
+    def close(self) -> None:
+        close_quietly(self.take())
+
+
+# The shared offer/answer code asks the coordinator for this side's endpoints from
+# inside the session's own task; the reservation set for that task receives the socket.
+_reservation: contextvars.ContextVar[_Reservation | None] = contextvars.ContextVar(
+    "tcp_punch_reservation", default=None
+)
+
+
+class _TcpCoordinator(Coordinator):
+    async def fresh_endpoints(self) -> list[Endpoint]:
+        endpoints = self.own_endpoints()
+        holder = _reservation.get()
+        if holder is None or not endpoints:
+            return endpoints
+        ep = endpoints[0]
+        listener = ipv4_listener(self.node, ep.local_port)
+        holder.close()
+        holder.sock = listening_socket(str(listener.ip))
+        port = holder.sock.getsockname()[1]
+        # A port-preserving NAT maps it to the same external port.
+        return [dataclasses.replace(ep, ext_port=port, local_port=port)]
 
 
 class TcpPunchMethod(PunchMethod):
@@ -47,14 +91,10 @@ class TcpPunchMethod(PunchMethod):
 
     def __init__(self, node: Any) -> None:
         super().__init__(node)
-        # Wall-clock (node clock) start times of the simultaneous opens, newest last:
-        # the schedule benchmark compares both sides'.
+        self.coordinator = _TcpCoordinator(node, self.transport, self._offer_received)
+        # Node-clock start times of the simultaneous opens, newest last (the schedule
+        # benchmark compares both sides').
         self.starts: list[float] = []
-
-    async def start(self) -> None:
-        await super().start()
-        for listener in self.node.listeners:
-            allow_port_sharing(listener)
 
     def _schedule(self) -> Schedule:
         wanted = str(self.node.conf["punch_tcp_schedule"]).lower()
@@ -68,77 +108,108 @@ class TcpPunchMethod(PunchMethod):
         clock = self.node.clock
         return clock.time() if clock is not None else time.time()
 
+    # -- requester ----------------------------------------------------------------------
+
     async def attempt(self, peer: NodeAddress, candidate: Candidate, *, intent: bytes) -> Link:
-        session, answer, planned, rtt = await self.exchange(peer, self._schedule())
+        holder = _Reservation()
+        token = _reservation.set(holder)
         try:
-            if answer.schedule == Schedule.NTP:
-                start_at = self._clock() + max(rtt, MIN_LEAD)
-                await self.coordinator.send(peer, Sync(session.id, start_at).encode())
-                await self._until(start_at)
-            else:
-                await self.coordinator.send(peer, Sync(session.id, 0.0).encode())
-                await asyncio.sleep(rtt / 2)  # the time sync takes to arrive
-            link = await self._open(
-                planned, initiator=True, peer_key=peer.public_key, intent=intent
-            )
+            session, answer, planned, rtt = await self.exchange(peer, self._schedule())
+            try:
+                sock = holder.take()
+                if sock is None:
+                    raise ConnectionError("no TCP socket was bound for the punch")
+                if answer.schedule == Schedule.NTP:
+                    start_at = self._clock() + max(rtt, MIN_LEAD)
+                    await self.coordinator.send(peer, Sync(session.id, start_at).encode())
+                    await self._until(start_at)
+                else:
+                    await self.coordinator.send(peer, Sync(session.id, 0.0).encode())
+                    await asyncio.sleep(min(rtt / 2, MAX_WAIT))  # the time sync takes
+                link = await self._open(sock, planned, peer_key=peer.public_key, intent=intent)
+            finally:
+                self.coordinator.close(session)
         finally:
-            self.coordinator.close(session)
+            holder.close()
+            _reservation.reset(token)
         link.path = dataclasses.replace(link.path, method=self.name)
         return link
 
+    # -- responder ----------------------------------------------------------------------
+
+    async def _respond_safely(self, sender: bytes, offer: Offer) -> None:
+        holder = _Reservation()
+        token = _reservation.set(holder)
+        try:
+            await super()._respond_safely(sender, offer)
+        finally:
+            holder.close()  # refused, timed out, or failed before the open took it
+            _reservation.reset(token)
+
     async def respond(self, session: Session, offer: Offer, planned: Plan) -> None:
-        async with asyncio.timeout(float(self.node.conf["punch_signal_timeout"])):
-            sync = await session.sync
-        if sync.start_at:
-            await self._until(sync.start_at)
-        own = self.coordinator.own_endpoints()
-        listener = ipv4_listener(self.node, own[0].local_port if own else None)
-        self.starts.append(self._clock())
-        ttl = int(self.node.conf["punch_tcp_prime_ttl"])
-        # Re-prime until the requester's connection has arrived (its early SYNs may
-        # have met a closed NAT and been reset; it retries).  Bounded by punch_timeout.
-        for _ in range(PRIME_ROUNDS):
-            if any(link.remote_key == session.peer_key for link in self.node.links):
-                return
-            await prime(listener.local, planned.targets, ttl)
-            await asyncio.sleep(PRIME_INTERVAL)
+        holder = _reservation.get()
+        sock = holder.take() if holder is not None else None
+        if sock is None:
+            raise ConnectionError("no TCP socket was bound for the punch")
+        try:
+            async with asyncio.timeout(float(self.node.conf["punch_signal_timeout"])):
+                sync = await session.sync
+            if sync.start_at:
+                await self._until(sync.start_at)
+        except BaseException:
+            sock.close()
+            raise
+        opening = self._opening(sock, planned)
+        try:
+            link = await first_link(
+                opening,
+                lambda won: handshake_on(
+                    self.node,
+                    won,
+                    initiator=False,
+                    expected_identity=session.peer_key,
+                    intent=b"",
+                    method="inbound",
+                ),
+            )
+        except (LinkProtocolError, LinkAuthError) as exc:
+            raise ConnectionError(f"link handshake failed: {exc}") from exc
+        finally:
+            await opening.aclose()
+        self.node.adopt_link(link, inbound=True)
+
+    # -- both ---------------------------------------------------------------------------
 
     async def _until(self, start_at: float) -> None:
         await asyncio.sleep(min(max(start_at - self._clock(), 0.0), MAX_WAIT))
 
-    async def _open(
-        self, planned: Plan, *, initiator: bool, peer_key: bytes, intent: bytes
-    ) -> Link:
-        own = self.coordinator.own_endpoints()
-        listener = ipv4_listener(self.node, own[0].local_port if own else None)
+    def _opening(self, sock: socket.socket, planned: Plan) -> SimultaneousOpen:
         self.starts.append(self._clock())
-        sock = await simultaneous_open(
-            listener.local, planned.targets, max_sockets=int(self.node.conf["punch_tcp_sockets"])
+        opening = SimultaneousOpen(
+            sock, planned.targets, max_sockets=int(self.node.conf["punch_tcp_sockets"])
         )
+        try:
+            opening.start()
+        except BaseException:
+            sock.close()
+            raise
+        return opening
+
+    async def _open(
+        self, sock: socket.socket, planned: Plan, *, peer_key: bytes, intent: bytes
+    ) -> Link:
+        """The requester's side: the first connection carries its handshake."""
+        opening = self._opening(sock, planned)
+        try:
+            won = await opening.next()
+        finally:
+            await opening.aclose()
+        log.debug("tcp_punch: %s -> %s connected", won.getsockname(), won.getpeername())
         return await handshake_on(
             self.node,
-            sock,
-            initiator=initiator,
+            won,
+            initiator=True,
             expected_identity=peer_key,
             intent=intent,
-            method=self.name if initiator else "inbound",
+            method=self.name,
         )
-
-
-@hookimpl
-def warpgate_conf_defaults() -> Mapping[str, Any]:
-    return CONF_DEFAULTS
-
-
-@hookimpl
-def warpgate_register_traversal_methods() -> list[TraversalMethodInfo]:
-    return [
-        TraversalMethodInfo(
-            name="tcp_punch",
-            factory=TcpPunchMethod,
-            cost=30,
-            transports=("tcp",),
-            kind="punch",
-            description="TCP simultaneous open through both NATs, coordinated through signalling",
-        )
-    ]

@@ -1,0 +1,85 @@
+"""TCP hole punching (simultaneous open) across the lab's NATs: every pair of NAT modes
+that TCP can punch, in both directions, with ``tcp_punch`` alone and with every method
+competing; recording which method connected.
+
+What TCP can punch (``warpgate.sansio.punch_plan``): both mappings predictable.  The
+lab's full and address-restricted cones are UDP constructions, so TCP through them is
+port-restricted (EIM, APDF) and simultaneous open gets through; ``symmetric``
+(``masquerade fully-random``) gives every flow a random port, so nothing can be aimed
+at it and ``tcp_punch`` offers no candidate at all (a relay's job; see test_turn_lab).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import pytest
+
+from tests.lab.punch_helpers import node_conf, run_pair
+from warpgate import Node, auto_connect
+from warpgate.connect import ConnectError
+from warpgate.lab import two_nat
+
+pytestmark = pytest.mark.lab
+
+PUNCHABLE = ("open", "full-cone", "address-restricted", "port-restricted")
+CELLS = list(itertools.combinations_with_replacement(PUNCHABLE, 2))
+ONLY_PUNCH = {"transport": "tcp", "methods": ["tcp_punch"], "timeout": 10}
+EVERY_METHOD = {"transport": "tcp", "timeout": 10}
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=lambda c: "--".join(c))
+async def test_tcp_punch_connects_every_punchable_pair(
+    lab_factory: Any, cell: tuple[str, str]
+) -> None:
+    lab = lab_factory(two_nat(cell[0], cell[1], upnp=False), servers=True)
+    # a -> b twice (tcp_punch alone, then every method competing), then b -> a: three
+    # tries per cell, both roles of the pair, fresh nodes for each direction.
+    _served, forward = await run_pair(lab, [ONLY_PUNCH, EVERY_METHOD])
+    _served, backward = await run_pair(lab, [ONLY_PUNCH], server_host="a", client_host="b")
+    print(
+        f"\n{cell[0]:>18} <-> {cell[1]:<18}",
+        [(r["method"], r["seconds"]) for r in forward + backward],
+    )
+    for result in [forward[0], *backward]:
+        assert result["ok"], result
+        assert result["method"] == "tcp_punch", result
+        assert "(direct)" in result["path"], result
+    competing = forward[1]
+    assert competing["ok"], competing
+    if "open" not in cell:
+        # Neither side can be dialled and neither can dial back: punching must win.
+        assert competing["method"] == "tcp_punch", competing
+
+
+async def _no_candidate(stun: str, address: bytes) -> dict[str, Any]:
+    async with Node(port=0, conf=node_conf("asker", stun)) as node:
+        await node.start()
+        begin = time.monotonic()
+        try:
+            await auto_connect(node, address, **ONLY_PUNCH)
+            outcome = "connected?!"
+        except ConnectError as exc:
+            outcome = str(exc)
+        return {"outcome": outcome, "took": time.monotonic() - begin}
+
+
+async def _address_of(stun: str) -> bytes:
+    async with Node(port=0, conf=node_conf("target", stun)) as node:
+        await node.start()
+        return node.address()
+
+
+@pytest.mark.parametrize("other", ["port-restricted", "symmetric"])
+async def test_a_symmetric_nat_gets_no_tcp_punch_attempt(lab_factory: Any, other: str) -> None:
+    """Documented: TCP cannot be aimed at random ports; the method steps aside at once
+    (no offer is sent), so auto_connect goes on to a relay without waiting."""
+    lab = lab_factory(two_nat("symmetric", other, upnp=False), servers=True)
+    stun = f"{lab.servers['stun']['host']}:{lab.servers['stun']['port']}"
+    address = await lab.arun("b", _address_of, stun, timeout=30)
+    asked = await lab.arun("a", _no_candidate, stun, address, timeout=30)
+    assert "connected" not in asked["outcome"], asked
+    assert "tcp_punch" not in asked["outcome"] or "failed" not in asked["outcome"], asked
+    assert asked["took"] < 1.0, asked
