@@ -280,3 +280,28 @@ def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> Non
     bar.advance(10)
     bar.finish()
     assert plain.getvalue() == ""  # a pipe gets only the final status line, from the command
+
+
+def test_by_name_through_a_names_file_without_any_server(tmp_path: Path) -> None:
+    conf = tmp_path / "hosts.json"
+    conf.write_text(
+        json.dumps({"names_file": str(tmp_path / "names"), "plugins": {"name_service": ["hosts"]}})
+    )
+    args = ["--offline", *LOOP, "--conf", str(conf)]
+    proc = spawn_cli(["listen", "--name", "carol", *args], tmp_path, stdin=subprocess.PIPE)
+    try:
+        assert proc.stdin is not None and proc.stderr is not None
+        proc.stdin.write(b"from carol\n")
+        proc.stdin.close()
+        proc.stdin = None
+        assert proc.stderr.readline() == b"registered as carol.lan\n"
+        result = run_cli(["connect", "carol", *args], tmp_path, input=b"to carol\n")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "from carol\n"
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert out == b"to carol\n"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -154,7 +154,8 @@ async def _register(gate: Gate, name: str) -> None:
     from warpgate.pnp.client import NameTakenError, PnpUnreachableError
 
     servers = gate.node.conf.get("pnp_servers") or []
-    if not servers:
+    # The hosts backend needs no server: a names file (conf names_file) is enough.
+    if not servers and not gate.node.conf.get("names_file"):
         raise CommandError(
             f"--name {name} needs a PNP name server, and none is configured",
             "--pnp HOST:PORT, --conf FILE, --embedded-infra FILE, or --address-file instead",
@@ -210,8 +211,10 @@ def read_target(gate: Gate, target: str) -> str | bytes:
     if "/" in target or target.endswith((".bin", ".addr")):
         raise CommandError(f"no such address file: {target}", "check the path")
     if "." not in target:
-        service = gate.node.name_services.get("pnp")
-        target = f"{target}.{getattr(service, 'tld', 'p2p')}"
+        # A bare name gets the TLD of the first name service that has one (pnp: .p2p
+        # or .peer, hosts: .lan): a text without a dot would be taken for an address.
+        tlds = [getattr(s, "tld", None) for s in gate.node.name_services.values()]
+        target = f"{target}.{next((t for t in tlds if t), 'p2p')}"
     return target
 
 
