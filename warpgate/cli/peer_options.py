@@ -213,9 +213,19 @@ def read_target(gate: Gate, target: str) -> str | bytes:
     if "." not in target:
         # A bare name gets the TLD of the first name service that has one (pnp: .p2p
         # or .peer, hosts: .lan): a text without a dot would be taken for an address.
-        tlds = [getattr(s, "tld", None) for s in gate.node.name_services.values()]
-        target = f"{target}.{next((t for t in tlds if t), 'p2p')}"
+        target = f"{target}.{_default_tld(gate)}"
     return target
+
+
+def _default_tld(gate: Gate) -> str:
+    """The TLD of the first name service that is configured (pnp: servers, hosts: a
+    names file); both are installed, usually only one has what it needs."""
+    conf = gate.node.conf
+    for name, service in gate.node.name_services.items():
+        usable = {"pnp": bool(conf.get("pnp_servers")), "hosts": bool(conf.get("names_file"))}
+        if usable.get(name, True) and getattr(service, "tld", None):
+            return str(service.tld)
+    return "p2p"
 
 
 def explain_connect_error(exc: BaseException, target: str) -> CommandError:
