@@ -305,3 +305,18 @@ def test_by_name_through_a_names_file_without_any_server(tmp_path: Path) -> None
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_a_listener_that_left_gave_its_name_back(tmp_path: Path) -> None:
+    infra = Listener(tmp_path, "listen", stdin=b"")  # hosts the servers, stays up
+    try:
+        conf = ["--conf", str(infra.conf), *LOOP]
+        dave = spawn_cli(["listen", "--name", "dave", *conf], tmp_path, stdin=subprocess.PIPE)
+        assert dave.stderr is not None
+        wait_for(lambda: b"registered as dave.p2p" in dave.stderr.readline(), what="dave")
+        code, _ = interrupt(dave)
+        assert code == 130
+        result = run_cli(["connect", "dave", *conf, "--timeout", "3"], tmp_path)
+        assert "nobody is registered as 'dave'" in _error_line(result.stderr, "connect")
+    finally:
+        infra.stop()

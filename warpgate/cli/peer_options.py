@@ -29,6 +29,8 @@ from warpgate.sansio.address import NodeAddress, is_text_address
 
 log = logging.getLogger(__name__)
 
+UNREGISTER_TIMEOUT = 2.0  # seconds; a server that is gone must not hold up the exit
+
 
 class CommandError(Exception):
     """A failure the user can act on: ``what`` happened, ``hint`` says what to try."""
@@ -147,7 +149,22 @@ async def started_gate(
             ) from None
         if register:
             await _register(gate, register)
+            # Take the name back on the way out (Ctrl-C included), so a peer asking
+            # for it later hears "nobody is registered" instead of timing out on a
+            # dead address.
+            stack.push_async_callback(_unregister, gate, register)
         yield gate
+
+
+async def _unregister(gate: Gate, name: str) -> None:
+    for service in gate.node.name_services.values():
+        unregister = getattr(service, "unregister", None)
+        if unregister is None:
+            continue
+        try:
+            await asyncio.wait_for(unregister(name), UNREGISTER_TIMEOUT)
+        except (WarpgateError, LookupError, OSError, TimeoutError) as exc:
+            log.info("could not take the name %r back from %s: %s", name, service.name, exc)
 
 
 async def _register(gate: Gate, name: str) -> None:
