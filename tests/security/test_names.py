@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -105,7 +106,29 @@ async def test_one_client_cannot_exhaust_the_name_space(tmp_path: Path) -> None:
 async def test_one_client_request_rate_is_capped(tmp_path: Path) -> None:
     async with PnpServer(open_store(tmp_path / "r.db"), port=0, rate=2.0, burst=5) as srv:
         statuses = [
-            (await exchange(srv.port, encode_request(make_get("x", i)))).status for i in range(12)
+            (await exchange(srv.port, encode_request(make_get("x", i)))).status for i in range(6)
         ]
-        assert statuses[:5] == [Status.NOT_FOUND] * 5
-        assert statuses.count(Status.RATE_LIMITED) >= 6
+        assert statuses == [Status.NOT_FOUND] * 5 + [Status.RATE_LIMITED]
+
+
+async def test_rate_limited_udp_requests_are_not_all_answered(tmp_path: Path) -> None:
+    """Over the rate, a UDP client (whose source address may be forged) gets at most one
+    answer a second, so the server cannot be used to reflect traffic at a victim."""
+    async with PnpServer(open_store(tmp_path / "f.db"), port=0, rate=2.0, burst=5) as srv:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as victim:
+            victim.bind(("127.0.0.1", 0))
+            victim.setblocking(False)
+            for i in range(200):
+                victim.sendto(b"\x01", ("127.0.0.1", srv.port))  # 1 byte, malformed
+                if i % 50 == 49:
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.5)
+            answers = []
+            while True:
+                try:
+                    answers.append(victim.recv(2048))
+                except BlockingIOError:
+                    break
+        # the burst (5 answers) plus at most one refusal: not 200 answers
+        assert 5 <= len(answers) <= 6, len(answers)
+        assert sum(len(a) for a in answers) <= 6 * 80  # bounded by the rate, not the flood

@@ -110,6 +110,8 @@ class _Udp(asyncio.DatagramProtocol):
             reply = await self.server.handle(data, addr[0])
         finally:
             self.server._udp_inflight -= 1
+        if reply[2] == Status.RATE_LIMITED and not self.server._may_refuse_udp(addr[0]):
+            return  # told less than a second ago: stay silent (see _may_refuse_udp)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(reply, addr)
 
@@ -156,12 +158,31 @@ class PnpServer:
         self.dropped = 0
         self._udp_inflight = 0
         self._tcp_clients: dict[str, int] = {}
+        self._refused_udp: OrderedDict[str, float] = OrderedDict()
         self._tcp_total = 0
         self.clock = clock
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.counts: dict[Status, int] = dict.fromkeys(Status, 0)
+
+    def _may_refuse_udp(self, ip: str) -> bool:
+        """Whether to send a RATE_LIMITED answer over UDP: once a second per client.
+
+        A UDP source address can be forged, and a refusal (about 80 bytes) is larger than
+        the smallest request: answering every datagram over the rate would let anyone
+        reflect answers at a victim as fast as they can send.  One refusal a second still
+        tells an honest client to slow down (TCP, which cannot be forged, always answers).
+        """
+        key, now = client_key(ip), self.clock()
+        last = self._refused_udp.pop(key, None)
+        if last is not None and 0 <= now - last < 1.0:
+            self._refused_udp[key] = last
+            return False
+        self._refused_udp[key] = now
+        while len(self._refused_udp) > self.limiter.max_clients:
+            self._refused_udp.popitem(last=False)
+        return True
 
     # -- lifecycle ----------------------------------------------------------------------
 
