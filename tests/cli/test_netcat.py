@@ -320,3 +320,31 @@ def test_a_listener_that_left_gave_its_name_back(tmp_path: Path) -> None:
         assert "nobody is registered as 'dave'" in _error_line(result.stderr, "connect")
     finally:
         infra.stop()
+
+
+def test_ctrl_c_mid_transfer_keeps_no_partial_file(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    receiver = Listener(tmp_path, "receive", "-o", str(inbox), "--offline")
+    src = tmp_path / "big.bin"
+    with src.open("wb") as f:
+        for _ in range(200):
+            f.write(os.urandom(1 << 20))
+    sender = spawn_cli(["send", str(src), str(receiver.addr), "--offline", *LOOP], tmp_path)
+    try:
+        assert receiver.proc.stderr is not None
+        wait_for(
+            lambda: (inbox / "big.bin.part").exists() or sender.poll() is not None,
+            what="the transfer to start",
+        )
+        code, err = interrupt(receiver.proc)
+        assert code == 130, err
+        assert not (inbox / "big.bin.part").exists() and not (inbox / "big.bin").exists()
+        _, serr = sender.communicate(timeout=30)
+        assert sender.returncode == 1
+        assert "the transfer broke off" in _error_line(serr.decode(), "send")
+    finally:
+        receiver.stop()
+        if sender.poll() is None:
+            sender.kill()
+            sender.communicate()
