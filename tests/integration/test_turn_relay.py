@@ -295,3 +295,10 @@ async def test_relay_first_link_upgrades_to_direct_without_losing_messages(
         assert sorted(received, key=lambda m: int(m[1:])) == [b"m%d" % i for i in range(sent)]
         await inbound.send(b"back direct")
         assert await link.recv(3) == b"back direct"
+        # While direct, bob still pings over the relay now and then, keeping his NAT's
+        # mapping toward it (and so the fallback path) alive: alice's TURN client hears it.
+        b.traversal_methods["turn"].upgrades[inbound].settings.relay_keepalive = 0.2
+        client = warm  # the allocation this link uses
+        heard = client._last_heard
+        await asyncio.sleep(1.0)
+        assert client._last_heard > heard

@@ -55,6 +55,10 @@ class UpgradeSettings:
     suspect_after: float = 1.0  # no PONG this long: send on both paths too
     dead_after: float = 5.0  # no PONG this long: back to the relay (<= 6 s detection)
     rounds: int = 3  # upgrade attempts per link (direct, dead, direct again, ...)
+    # While direct, a PING over the relay this often keeps our NAT's mapping toward the
+    # relay (30 s for UDP on many NATs) and so the relayed path ready for a fallback.
+    relay_keepalive: float = 10.0
+    max_candidates: int = 6  # addresses probed; they come from the peer, so bounded
 
 
 class PathUpgrade:
@@ -71,7 +75,7 @@ class PathUpgrade:
         self.node = node
         self.link = link
         self.listener = listener
-        self.candidates = candidates
+        self.candidates = candidates[: (settings or UpgradeSettings()).max_candidates]
         self.settings = settings or UpgradeSettings()
         self.relay_send: Callable[[bytes], None] = link._send_datagram
         self.relay_path = link.path
@@ -96,6 +100,11 @@ class PathUpgrade:
         fut.add_done_callback(lambda _f: self.link._pongs.pop(token, None))
         self._send_direct(self._header + self.link._codec.seal_control(PING, token), remote)
         return fut
+
+    def _relay_ping(self) -> bytes:
+        """A PING for the relay path; its PONG is not awaited (the point is the packet)."""
+        token = b"wgkeep" + secrets.token_bytes(10)
+        return self._header + self.link._codec.seal_control(PING, token)
 
     # -- the loop ------------------------------------------------------------------
 
@@ -142,7 +151,11 @@ class PathUpgrade:
         assert self.direct is not None
         s = self.settings
         self.last_pong = time.monotonic()
+        last_relay_ping = time.monotonic()
         while not self.link.closed:
+            if time.monotonic() - last_relay_ping >= s.relay_keepalive:
+                last_relay_ping = time.monotonic()
+                self.relay_send(self._relay_ping())
             fut = self._ping(self.direct)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(s.keepalive):
