@@ -128,6 +128,19 @@ async def test_symmetric_to_symmetric_over_tcp_through_the_relay(lab_factory: An
     assert served["kind"] == "relay"
 
 
+async def test_udp_blocked_reaches_a_symmetric_peer_through_the_tcp_relay(lab_factory: Any) -> None:
+    """UDP does not get out of a's network at all: the TCP allocation (RFC 6062) over a
+    TCP control connection still relays a stream link to a peer behind a symmetric NAT."""
+    lab = lab_factory(("udp-blocked", "symmetric"))
+    served, dialled = await _pair(lab, transport="tcp")
+    print("udp-blocked -> symmetric:", dialled.get("took"), dialled.get("trace"))
+    assert dialled.get("error") is None, dialled
+    assert dialled["method"] == "turn" and dialled["kind"] == "relay", dialled["trace"]
+    assert dialled["transport"] == "tcp"
+    assert dialled["echo"] == b"echo:" + SECRET
+    assert served["kind"] == "relay"
+
+
 async def test_wrong_credentials_fail_clearly_in_bounded_time(lab_factory: Any) -> None:
     lab = lab_factory(("symmetric", "symmetric"))
     address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
