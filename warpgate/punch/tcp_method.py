@@ -116,17 +116,31 @@ class TcpPunchMethod(PunchMethod):
         try:
             session, answer, planned, rtt = await self.exchange(peer, self._schedule())
             try:
-                sock = holder.take()
-                if sock is None:
+                if holder.sock is None:
                     raise ConnectionError("no TCP socket was bound for the punch")
-                if answer.schedule == Schedule.NTP:
-                    start_at = self._clock() + max(rtt, MIN_LEAD)
-                    await self.coordinator.send(peer, Sync(session.id, start_at).encode())
-                    await self._until(start_at)
-                else:
-                    await self.coordinator.send(peer, Sync(session.id, 0.0).encode())
-                    await asyncio.sleep(min(rtt / 2, MAX_WAIT))  # the time sync takes
-                link = await self._open(sock, planned, peer_key=peer.public_key, intent=intent)
+                ntp = answer.schedule == Schedule.NTP
+                start_at = self._clock() + max(rtt, MIN_LEAD) if ntp else 0.0
+                # The timer runs from the moment sync leaves, not from when the send
+                # returns: a transport may return only once the peer acknowledged it
+                # (MQTT signalling does: a whole round trip), and waiting for that
+                # started us late by it (measured: SYNs that never crossed in the lab's
+                # reset-answering NATs, docs/punching.md).
+                sending = asyncio.create_task(
+                    self.coordinator.send(peer, Sync(session.id, start_at).encode())
+                )
+                try:
+                    if ntp:
+                        await self._until(start_at)
+                    else:
+                        await asyncio.sleep(min(rtt / 2, MAX_WAIT))  # sync's way there
+                    if sending.done():
+                        sending.result()  # it failed already: the peer will not start
+                    sock = holder.take()
+                    assert sock is not None
+                    link = await self._open(sock, planned, peer_key=peer.public_key, intent=intent)
+                finally:
+                    sending.cancel()  # delivered if we connected; pointless if not
+                    await asyncio.gather(sending, return_exceptions=True)
             finally:
                 self.coordinator.close(session)
         finally:
