@@ -419,9 +419,11 @@ async def test_warpgate_serve_mqtt_prints_its_url_and_stops_on_sigterm() -> None
     assert proc.returncode == 0, err
 
 
-def test_warpgate_serve_without_a_service_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+def test_warpgate_serve_help_lists_every_service(capsys: pytest.CaptureFixture[str]) -> None:
     from warpgate.cli import main
 
-    assert main(["serve"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--help"])
+    assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "stun" in out and "mqtt" in out
+    assert "stun" in out and "mqtt" in out and "pnp" in out
