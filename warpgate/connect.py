@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from warpgate.errors import AddressError, UnavailableError, WarpgateError
 from warpgate.interfaces import Candidate, Transport
@@ -85,12 +85,13 @@ class _Race:
     def now(self) -> float:
         return time.monotonic() - self.begin
 
-    def start(self, candidate: Candidate, provider: object) -> None:
+    def start(self, candidate: Candidate, provider: object) -> asyncio.Task[Link]:
         attempt = Attempt(candidate, started=self.now())
         self.attempts.append(attempt)
         self.node.plugins.notify("warpgate_connect_attempt", node=self.node, attempt=attempt)
         task = asyncio.create_task(self._run(provider, candidate), name=candidate.describe())
         self.running[task] = attempt
+        return task
 
     async def _run(self, provider: object, candidate: Candidate) -> Link:
         async with asyncio.timeout(self.attempt_timeout):
@@ -236,19 +237,36 @@ async def auto_connect(
     queue = [(cand, provider) for _c, _o, cand, provider in ranked]
     winner: Link | None = None
     last_start = -stagger
+    # A candidate may ask for a head start (``extra["head_start"]``, seconds): hole
+    # punching, whose direct path should not lose to a relay started while it is still
+    # probing.  Nothing later starts during it, unless that attempt ends first.
+    head_until, head_task = 0.0, cast("asyncio.Task[Link] | None", None)
     try:
         async with asyncio.timeout(timeout):
             while queue or race.running:
-                if queue and (not race.running or race.now() - last_start >= stagger):
-                    race.start(*queue.pop(0))
+                if queue and (
+                    not race.running
+                    or (race.now() - last_start >= stagger and race.now() >= head_until)
+                ):
+                    cand, provider = queue.pop(0)
+                    task = race.start(cand, provider)
                     last_start = race.now()
-                wait = stagger - (race.now() - last_start) if queue else None
+                    head = float(cand.extra.get("head_start", 0.0))  # type: ignore[arg-type]
+                    if head > 0:
+                        head_until, head_task = last_start + head, task
+                wait = (
+                    max(stagger - (race.now() - last_start), head_until - race.now())
+                    if queue
+                    else None
+                )
                 done, _ = await asyncio.wait(
                     race.running,
                     timeout=max(wait, 0) if wait is not None else None,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 for task in done:
+                    if task is head_task:
+                        head_until = 0.0
                     attempt = race.running[task]
                     link = race.finish(task)
                     if link is None:

@@ -63,7 +63,7 @@ class UdpPunchMethod(PunchMethod):
         state = self.puncher.open(session.id)
         owned: PunchSocket | None = None
         try:
-            listener, remote, owned = await self._punch(state, answer, planned)
+            listener, remote, owned, _ = await self._punch(state, answer, planned)
             link = await self.node.udp.dial(
                 listener,
                 remote,
@@ -88,44 +88,67 @@ class UdpPunchMethod(PunchMethod):
     async def respond(self, session: Session, offer: Offer, planned: Plan) -> None:
         state = self.puncher.open(session.id)
         owned: PunchSocket | None = None
+        spare: list[PunchSocket] = []
         try:
-            listener, remote, owned = await self._punch(state, offer, planned)
-            # The requester dials on the confirmed path; wait for that inbound link, to
-            # keep its mapping alive (and the birthday socket open) while it lives.
-            link = await self._inbound_link(session.peer_key, listener, remote)
+            listener, remote, owned, spare = await self._punch(
+                state, offer, planned, keep_open=True
+            )
+            # The requester dials on the path *it* confirmed; wait for that inbound link,
+            # to keep its mapping alive (and its birthday socket open) while it lives.
+            # Birthday probing may confirm different mappings of the symmetric side on
+            # the two sides: the link may come on any kept socket (hard side) or from
+            # any port of the peer's address (easy side).
+            sockets = [s for s in (owned, *spare) if s is not None]
+            locals_ = {listener.local, *(s.listener.local for s in sockets)}
+            any_port = planned.strategy is Strategy.BIRTHDAY_EASY
+            link = await self._inbound_link(session.peer_key, locals_, remote, any_port=any_port)
+            chosen = next((s for s in sockets if s.listener.local == link.path.local), None)
+            await self.puncher.release([s for s in sockets if s is not chosen])
+            owned, spare = chosen, []
+            listener = chosen.listener if chosen is not None else listener
+            remote = link.path.remote
         except BaseException:
-            if owned is not None:
-                await owned.close()
+            await self.puncher.release([s for s in (owned, *spare) if s is not None])
             raise
         finally:
             self.puncher.close(state)
         self.puncher.keep_alive(link, listener, remote, session.id, self._keepalive_interval, owned)
 
     async def _punch(
-        self, state: ProbeState, peer_offer: Offer, planned: Plan
-    ) -> tuple[Listener, Addr, PunchSocket | None]:
+        self, state: ProbeState, peer_offer: Offer, planned: Plan, *, keep_open: bool = False
+    ) -> tuple[Listener, Addr, PunchSocket | None, list[PunchSocket]]:
         own = self.coordinator.own_endpoints()
         base = ipv4_listener(self.node, own[0].local_port if own else None)
         conf = self.node.conf
         if planned.strategy is Strategy.BIRTHDAY_HARD:
             return await self.puncher.birthday_hard(
-                state, base, planned.targets, int(conf["punch_birthday_sockets"])
+                state,
+                base,
+                planned.targets,
+                int(conf["punch_birthday_sockets"]),
+                keep_open=keep_open,
             )
         if planned.strategy is Strategy.BIRTHDAY_EASY:
             listener, remote = await self.puncher.birthday_easy(
                 state, base, planned.peer_ip, planned.targets, int(conf["punch_birthday_probes"])
             )
-            return listener, remote, None
+            return listener, remote, None, []
         listener, remote = await self.puncher.probe(state, base, planned.targets)
-        return listener, remote, None
+        return listener, remote, None, []
 
-    async def _inbound_link(self, peer_key: bytes, listener: Listener, remote: Addr) -> Link:
+    async def _inbound_link(
+        self, peer_key: bytes, locals_: set[Addr], remote: Addr, *, any_port: bool
+    ) -> Link:
         while True:  # bounded by the responder's punch_timeout
             for link in list(self.node.udp.links.values()):
                 if (
                     link.remote_key == peer_key
-                    and link.path.remote == remote
-                    and link.path.local == listener.local
+                    and link.path.local in locals_
+                    and (
+                        link.path.remote == remote
+                        if not any_port
+                        else link.path.remote is not None and link.path.remote[0] == remote[0]
+                    )
                     and not link.closed
                 ):
                     return link

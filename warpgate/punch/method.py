@@ -26,6 +26,7 @@ CONF_DEFAULTS: dict[str, Any] = {
     "punch_timeout": 10.0,
     "punch_signal_timeout": 5.0,
     "punch_refresh_timeout": 1.0,
+    "punch_head_start": 2.0,
     "punch_keepalive": 15.0,
     "punch_tcp_schedule": "rtt",
     "punch_tcp_sockets": 4,
@@ -69,7 +70,21 @@ class PunchMethod:
         if planned.strategy is Strategy.IMPOSSIBLE:
             log.debug("%s: not trying: %s", self.name, planned.why)
             return []
-        return [Candidate(self.name, transport, None, None, COST_PUNCH, planned.strategy.value)]
+        # While the punch runs, auto_connect starts nothing later (a relay) for up to
+        # punch_head_start seconds: a relay that connects first would win over the
+        # direct path the punch is about to open (birthday probing needs ~1 s).
+        head_start = float(self.node.conf["punch_head_start"])
+        return [
+            Candidate(
+                self.name,
+                transport,
+                None,
+                None,
+                COST_PUNCH,
+                planned.strategy.value,
+                extra={"head_start": head_start},
+            )
+        ]
 
     # -- requester ----------------------------------------------------------------------
 

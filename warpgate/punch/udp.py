@@ -133,13 +133,26 @@ class UdpPuncher:
         raise TimeoutError(f"no probe answered after {MAX_PROBE_ROUNDS} rounds")
 
     async def birthday_hard(
-        self, state: ProbeState, base: Listener, targets: Sequence[Addr], sockets: int
-    ) -> tuple[Listener, Addr, PunchSocket | None]:
+        self,
+        state: ProbeState,
+        base: Listener,
+        targets: Sequence[Addr],
+        sockets: int,
+        *,
+        keep_open: bool = False,
+    ) -> tuple[Listener, Addr, PunchSocket | None, list[PunchSocket]]:
         """Open ``sockets`` extra sockets (each its own random mapping on a symmetric
         NAT), all probing the peer, until one of them hears from it.  The winner is kept
-        (and owned here until its link closes); the others are closed."""
+        (and owned here until its link closes); the others are closed, unless
+        ``keep_open``: then they are returned, adopted, for the caller to close.
+
+        The side that does not dial (the responder) keeps them: the dialling side
+        confirms the first hard-side mapping *it* hears from, which need not be the one
+        this side heard first (another random probe may hit a second mapping within a
+        round trip), and its handshake must find that socket open."""
         opened: list[PunchSocket] = []
         winner: PunchSocket | None = None
+        spare: list[PunchSocket] = []
         try:
             for _ in range(sockets):
                 sock = PunchSocket(self.node, base, self.tap)
@@ -159,12 +172,23 @@ class UdpPuncher:
                     if winner is not None:  # else: the listening socket itself got through
                         winner.adopted = True
                         self._sockets.add(winner)
-                    return listener, remote, winner
+                    if keep_open:
+                        spare = [sock for sock in opened if sock is not winner]
+                        for sock in spare:
+                            sock.adopted = True
+                            self._sockets.add(sock)  # closed with the puncher at the latest
+                    return listener, remote, winner, spare
             raise TimeoutError("birthday probing found no path")
         finally:
             for sock in opened:
-                if sock is not winner:
+                if sock is not winner and sock not in spare:
                     await sock.close()
+
+    async def release(self, sockets: Sequence[PunchSocket]) -> None:
+        """Close sockets :meth:`birthday_hard` kept open."""
+        for sock in sockets:
+            self._sockets.discard(sock)
+            await sock.close()
 
     async def birthday_easy(
         self,
