@@ -101,11 +101,12 @@ def udp_flood(port: int, seconds: float) -> None:
     sent = 0
     junk = [random.randbytes(n) for n in (1, 37, 100, 600, 1200)]
     key = random.randbytes(32)  # any 32 bytes pass as an X25519 ephemeral key
+    pad = bytes(256 - 37)  # first handshake messages must be padded to 256 bytes
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         while time.monotonic() < end:
             for i in range(256):
                 if i % 4 == 0:  # a new sender index each time: a new half-open handshake
-                    data = b"\xd0" + (sent & 0xFFFFFFFF).to_bytes(4, "big") + key
+                    data = b"\xd0" + (sent & 0xFFFFFFFF).to_bytes(4, "big") + key + pad
                 else:
                     data = junk[i % 5]
                 try:

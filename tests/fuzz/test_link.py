@@ -26,6 +26,7 @@ from tests.fuzz.profile import FUZZ, GARBAGE_BYTES
 from warpgate import NODE_TEST_CONF, Node, dict_child
 from warpgate.identity.keystore import public_key_bytes
 from warpgate.link.tcp import LINK_MAGIC, LinkConnection, _frame
+from warpgate.link.udp import HS1_MIN_SIZE
 from warpgate.sansio.link_handshake import (
     LinkAuthError,
     LinkHandshake,
@@ -325,7 +326,7 @@ def _udp_seeds() -> list[bytes]:
     hs = LinkHandshake(ALICE, initiator=True)
     index = (7).to_bytes(4, "big")
     return [
-        b"\xd0" + index + hs.start(),
+        b"\xd0" + index + hs.start(padding=HS1_MIN_SIZE - 5 - 32),
         b"\xd1" + index + index + M2,
         b"\xd2" + index + index + M3,
         b"\xd3" + index,

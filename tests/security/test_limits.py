@@ -65,12 +65,47 @@ async def test_udp_handshake_flood_is_bounded_and_real_peers_still_connect(
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
         for i in range(udp_mod.MAX_PENDING_RESPONSES * 2):
             packet = bytes([udp_mod.HS1]) + i.to_bytes(4, "big") + os.urandom(32)
+            packet += bytes(udp_mod.HS1_MIN_SIZE - len(packet))  # padded, as real ones are
             attacker.sendto(packet, ("127.0.0.1", b.listen_port))
             if i % 64 == 63:
                 await asyncio.sleep(0.01)  # let the node drain its socket
     await asyncio.sleep(0.3)
     assert len(b.udp._responses) <= udp_mod.MAX_PENDING_RESPONSES
     await _echo_round_trip(a, b, "udp")
+
+
+async def test_udp_handshake_answers_are_never_larger_than_the_request(
+    pair: tuple[Node, Node],
+) -> None:
+    """First handshake messages come from addresses nobody verified: unpadded (short) ones
+    get no answer at all, and a padded one's answer is no larger than the request, so a
+    node cannot be used to amplify traffic at a forged source."""
+    from tests.integration.conftest import keypair
+    from warpgate.sansio.link_handshake import LinkHandshake, LinkIdentity
+
+    _a, b = pair
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as victim:
+        victim.bind(("127.0.0.1", 0))
+        victim.setblocking(False)
+        dropped = b.udp.dropped
+        short = bytes([udp_mod.HS1]) + (1).to_bytes(4, "big") + os.urandom(32)
+        for _ in range(10):
+            victim.sendto(short, ("127.0.0.1", b.listen_port))
+        async with asyncio.timeout(5):
+            while b.udp.dropped < dropped + 10:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        hs = LinkHandshake(LinkIdentity.create(*keypair()), initiator=True)
+        padded = (
+            bytes([udp_mod.HS1])
+            + (2).to_bytes(4, "big")
+            + hs.start(padding=udp_mod.HS1_MIN_SIZE - 5 - 32)
+        )
+        victim.sendto(padded, ("127.0.0.1", b.listen_port))
+        answer = await asyncio.wait_for(loop.sock_recv(victim, 2048), 5)
+        # The first datagram back answers the padded request: the short ones got nothing.
+        assert answer[0] == udp_mod.HS2 and answer[5:9] == (2).to_bytes(4, "big")
+        assert len(answer) <= len(padded)
 
 
 @pytest.mark.parametrize("size", [1, 40_000, 70_000])

@@ -16,7 +16,9 @@ Wire format, first byte:
 ==========  ================================================================
 
 The initiator retransmits handshake messages 1 and 3 (250 ms, doubling to 1 s) until
-answered; the responder answers a repeated message with its cached reply.
+answered; the responder answers a repeated message with its cached reply.  Message 1 is
+padded (zero bytes in its Noise payload) to ``HS1_MIN_SIZE``, and shorter ones are dropped,
+so an answer is never larger than the datagram that asked for it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ _U32 = struct.Struct(">I")
 RETRANSMIT_FIRST = 0.25
 RETRANSMIT_MAX = 1.0
 MAX_PENDING_RESPONSES = 256  # half-open inbound handshakes kept at once
+# A first handshake datagram must be at least this large.  The answer (about 215 bytes)
+# goes to a source address nobody has verified yet: were the request smaller, anyone could
+# make a node send more to a forged address than they send themselves (amplification).
+HS1_MIN_SIZE = 256
 
 
 class UdpLink(Link):
@@ -164,7 +170,7 @@ class UdpLinks:
         self._dials[index] = dial
         link: UdpLink | None = None
         try:
-            first = bytes([HS1]) + _U32.pack(index) + hs.start()
+            first = bytes([HS1]) + _U32.pack(index) + hs.start(padding=HS1_MIN_SIZE - 5 - 32)
             peer_index, msg2 = await self._until(dial.got_reply, listener, first, remote)
             msg3 = hs.receive(msg2)
             assert msg3 is not None
@@ -257,6 +263,9 @@ class UdpLinks:
                 return
             await link.datagram_received(data[5:])
         elif kind == HS1:
+            if len(data) < HS1_MIN_SIZE:
+                self.dropped += 1  # unpadded: answering it would amplify (HS1_MIN_SIZE)
+                return
             self._on_hs1(_U32.unpack_from(data, 1)[0], data[5:], remote, listener)
         elif kind == HS2:
             sender, receiver = _U32.unpack_from(data, 1)[0], _U32.unpack_from(data, 5)[0]

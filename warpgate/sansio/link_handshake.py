@@ -169,10 +169,12 @@ class LinkHandshake:
     def complete(self) -> bool:
         return self._noise.complete and self.remote_identity is not None
 
-    def start(self) -> bytes:
+    def start(self, padding: int = 0) -> bytes:
+        """The first handshake message; ``padding`` zero bytes ride in its (plaintext,
+        hashed) payload, for transports that must make it as large as the reply."""
         if not self.initiator:
             raise LinkProtocolError("only the initiator starts the handshake")
-        return self._noise.write_message(b"")
+        return self._noise.write_message(bytes(padding))
 
     def receive(self, message: bytes) -> bytes | None:
         """Process the peer's next handshake message; return our reply, if any."""
