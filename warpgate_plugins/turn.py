@@ -343,8 +343,16 @@ class TurnMethod:
         """The allocation lives as long as the link, and the link no longer than it."""
 
         def relay_lost(reason: str) -> None:
-            if not link.closed:
-                self.node.spawn(link.close(f"relay lost: {reason}"), name="close relayed link")
+            if link.closed:
+                return
+            upgrade = self.upgrades.get(link)
+            if upgrade is not None and link.path.kind == "direct":
+                # The link no longer needs the relay; it closes only if its direct path
+                # dies too (the upgrade sees the relay is gone).
+                log.info("relay of %s lost (%s); the link stays on its direct path", link, reason)
+                upgrade.relay_lost = reason
+                return
+            self.node.spawn(link.close(f"relay lost: {reason}"), name="close relayed link")
 
         client.on_closed = relay_lost
 

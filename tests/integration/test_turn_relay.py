@@ -302,3 +302,30 @@ async def test_relay_first_link_upgrades_to_direct_without_losing_messages(
         heard = client._last_heard
         await asyncio.sleep(1.0)
         assert client._last_heard > heard
+
+
+async def test_a_direct_link_outlives_its_relay(coturn: Coturn) -> None:
+    """Once a relay-first link went direct, losing the relay does not close it."""
+    fast = {"turn_relay_first": True, "turn_keepalive": 0.5, "turn_timeout": 1.0}
+    async with (
+        Node(ip="127.0.0.1", port=0, conf=_turn_conf("alice", coturn, **fast)) as a,
+        Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", coturn)) as b,
+    ):
+        await a.start()
+        await b.start()
+        link, method = await auto_connect(a, b.address(), transport="udp", timeout=8)
+        inbound = await b.accept(timeout=3)
+        upgrade = a.traversal_methods["turn"].upgrades[link]
+        for _ in range(150):  # bounded: 3 s
+            if link.path.kind == "direct":
+                break
+            await asyncio.sleep(0.02)
+        assert method == "turn" and link.path.kind == "direct"
+        coturn.stop()
+        for _ in range(200):  # bounded: 4 s; the TURN client notices within ~1.5 s
+            if upgrade.relay_lost:
+                break
+            await asyncio.sleep(0.02)
+        assert upgrade.relay_lost and not link.closed
+        await link.send(b"still here")
+        assert await inbound.recv(3) == b"still here"

@@ -82,6 +82,8 @@ class PathUpgrade:
         self.direct: Addr | None = None
         self.last_pong = 0.0
         self.switches = 0
+        #: Set (to the reason) when the relay went away while the link was direct.
+        self.relay_lost = ""
         self._header = bytes([DATA]) + _U32.pack(link.remote_index)
 
     # -- sending through the listener ----------------------------------------------------
@@ -117,6 +119,11 @@ class PathUpgrade:
                 self._use_direct(found)
                 await self._watch()
                 if self.link.closed:
+                    return
+                if self.relay_lost:
+                    await self.link.close(
+                        f"direct path dead and relay lost earlier ({self.relay_lost})"
+                    )
                     return
                 self._use_relay()
         except LinkClosed:
