@@ -18,7 +18,8 @@ Reported per variant and schedule: successes, and the median and max time from
 ``auto_connect`` to the echo of a first message.  The baseline is the lab's own WAN
 round trip a <-> b (4 delayed hops), so results read as multiples of it.
 
-    python -m benchmarks.bench_punch_tcp [--tries 12] [--delay-ms 25] [--json out.json]
+    python -m benchmarks.bench_punch_tcp [--tries 12] [--delay-ms 25] [--timeout 10]
+        [--json out.json]
 """
 
 from __future__ import annotations
@@ -73,13 +74,13 @@ def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def run(tries: int, delay_ms: float) -> dict[str, Any]:
+async def run(tries: int, delay_ms: float, timeout: float) -> dict[str, Any]:
     out: dict[str, Any] = {"tries": tries, "delay_ms": delay_ms, "wan_rtt_ms": 4 * delay_ms}
     for variant in ("drop", "reset"):
         with Lab(topology(delay_ms, variant == "reset"), servers=True) as lab:
             for schedule in ("rtt", "ntp"):
                 extra = conf(lab, schedule)
-                attempt = {"transport": "tcp", "methods": ["tcp_punch"], "timeout": 10}
+                attempt = {"transport": "tcp", "methods": ["tcp_punch"], "timeout": timeout}
                 _served, dialled = await run_pair(
                     lab, [attempt] * tries, server_extra=extra, client_extra=extra
                 )
@@ -92,9 +93,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tries", type=int, default=12)
     parser.add_argument("--delay-ms", type=float, default=25.0)
+    parser.add_argument("--timeout", type=float, default=10.0, help="per try, seconds")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = asyncio.run(run(args.tries, args.delay_ms))
+    result = asyncio.run(run(args.tries, args.delay_ms, args.timeout))
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

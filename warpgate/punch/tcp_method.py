@@ -32,6 +32,7 @@ from warpgate.punch.tcp import (
     handshake_on,
     listening_socket,
 )
+from warpgate.sansio.address import PortAllocation
 from warpgate.sansio.link_handshake import LinkAuthError, LinkProtocolError
 from warpgate.sansio.punch_messages import Endpoint, Offer, PunchTransport, Schedule, Sync
 
@@ -81,7 +82,11 @@ class _TcpCoordinator(Coordinator):
         holder.close()
         holder.sock = listening_socket(str(listener.ip))
         port = holder.sock.getsockname()[1]
-        # A port-preserving NAT maps it to the same external port.
+        if ep.allocation == PortAllocation.SEQUENTIAL:
+            # The peer predicts from the last mapping STUN saw plus the NAT's step
+            # (punch_plan.predicted_ports): keep it.
+            return [dataclasses.replace(ep, local_port=port)]
+        # A port-preserving NAT maps the fresh port to the same external port.
         return [dataclasses.replace(ep, ext_port=port, local_port=port)]
 
 
