@@ -18,7 +18,7 @@ from warpgate import Node, auto_connect
 from warpgate.connect import ConnectError
 from warpgate.link.link import LinkPath
 from warpgate.plugin import hookimpl
-from warpgate.turn import TurnClient
+from warpgate.turn import TurnClient, TurnError
 from warpgate.turn.coturn import Coturn, CoturnUnavailable, loopback_coturn
 
 SECRET = b"the relay must never see this sentence in the clear"
@@ -329,3 +329,38 @@ async def test_a_direct_link_outlives_its_relay(coturn: Coturn) -> None:
         assert upgrade.relay_lost and not link.closed
         await link.send(b"still here")
         assert await inbound.recv(3) == b"still here"
+
+
+async def test_closing_the_node_releases_its_allocations() -> None:
+    """A node that closes with relayed links open releases their allocations, and its
+    warm one: with a quota of two, a new node can allocate twice right after."""
+    with loopback_coturn(user_quota=2) as server:
+        async with Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", server)) as b:
+            await b.start()
+            a = Node(
+                ip="127.0.0.1", port=0, conf=_turn_conf("alice", server, turn_relay_first=True)
+            )
+            await a.start()
+            await auto_connect(a, b.address(), methods=["turn"], transport="udp", timeout=8)
+            await a.close()  # a relayed link and (relay-first) a warm allocation
+            clients: list[TurnClient] = []
+            try:
+                for _ in range(2):
+                    clients.append(await _allocate_with_patience(server))
+                assert all(c.allocation is not None for c in clients)
+            finally:
+                for client in clients:
+                    await client.aclose()
+
+
+async def _allocate_with_patience(server: Coturn) -> TurnClient:
+    """Allocate, retrying while coturn still counts released allocations (about 1 s)."""
+    for _ in range(20):
+        client = TurnClient(server.address, server.username, server.password)
+        try:
+            await client.allocate()
+            return client
+        except TurnError as exc:
+            assert exc.code == 486
+            await asyncio.sleep(0.25)
+    raise AssertionError("the quota never freed up")
