@@ -192,15 +192,19 @@ def render(results: dict[str, Any]) -> str:
     pk = ", ".join(f"{k} {v or 'absent'}" for k, v in m["packages"].items())
     sv = ", ".join(f"{k} {v or 'absent'}" for k, v in m["servers"].items())
     lines = [
-        f"Generated {results['generated']} by `{results['command']}` "
-        f"({'quick' if results['quick'] else 'full'} run, {results['seconds']:.0f} s).",
+        f"Last written {results['generated']} by `{results['command']}` "
+        f"({'quick' if results['quick'] else 'full'} run, {results['seconds']:.0f} s); "
+        "each section below says when and how it ran.",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mib']:,} MiB, Linux "
         f"{m['kernel']}, Python {m['python']}; {pk}; {sv}.",
         "",
     ]
     status = [
-        f"`{name}` {s['status']}" + (f" ({s['error']})" if s.get("error") else "")
+        f"`{name}` {s['status']} ({'quick' if s.get('quick') else 'full'}, "
+        f"{s.get('generated', '?')}, {s.get('seconds', 0):.0f} s"
+        + (f": {s['error']}" if s.get("error") else "")
+        + ")"
         for name, s in results["sections"].items()
     ]
     lines += ["Sections: " + "; ".join(status) + ".", ""]

@@ -513,8 +513,24 @@ def relay(ctx: Context) -> dict[str, Any]:
     connect = _number(r"median connect ([\d.]+) ms", out)
     base = _number(r"allocation \+ 3 relayed RTT ([\d.]+) ms", out)
     share = _number(r"relayed / direct goodput: ([\d.]+)%", out)
+    firsts = [
+        Row(
+            "relay (TURN), lab",
+            f"first byte over the relay, {label}",
+            float(first),
+            "ms",
+            float(target),
+            "1 relayed RTT + the handshake's 2",
+            target="<= 1.0x",
+            met=float(first) <= float(target),
+        )
+        for label, first, target in re.findall(
+            r"first byte, (.+?) \(median;.*?\): ([\d.]+) ms vs .*? = ([\d.]+) ms", out
+        )
+    ]
     return {
         "rows": [
+            *firsts,
             Row(
                 "relay (TURN), lab",
                 "relay connect, symmetric ↔ symmetric, 10 ms each way",
