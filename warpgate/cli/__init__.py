@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # Commands that serve (node, serve) install their own SIGTERM handler on their loop.
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -53,10 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if argv is None:  # the real command: SIGTERM (systemd, timeout, kill) cleans up as Ctrl-C
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("warpgate: interrupted (Ctrl-C); everything it started was stopped", file=sys.stderr)
+        print("warpgate: interrupted; everything it started was stopped", file=sys.stderr)
         return 130
     except WarpgateError as exc:
         print(f"warpgate: error: {exc}", file=sys.stderr)

@@ -19,6 +19,7 @@ from warpgate.cli.peer_options import (
     StdinReader,
     add_common,
     explain_connect_error,
+    how_to_reach,
     listening_as,
     quiet_logs,
     read_target,
@@ -92,6 +93,7 @@ async def _listen(args: argparse.Namespace) -> int:
                 ) from None
             status(f"address written to {args.address_file}")
         status(f"listening as {listening_as(gate)}")
+        status(f"peers run: {how_to_reach(gate, args, 'connect')}")
         link = await gate.accept()
         status(f"connected: {link.path}")
         return await pump(link)

@@ -203,6 +203,16 @@ def listening_as(gate: Gate) -> str:
     return name or NodeAddress.decode(gate.address()).to_text()
 
 
+def how_to_reach(gate: Gate, args: argparse.Namespace, command: str) -> str:
+    """The command line a peer runs to reach this one (the name, else the address file,
+    else the address text), with the conf flags it needs."""
+    target = getattr(gate, "registered_name", None) or (
+        str(args.address_file) if args.address_file is not None else listening_as(gate)
+    )
+    flags = f" --conf {args.embedded_infra}" if args.embedded_infra is not None else ""
+    return f"warpgate {command} {target}{flags}"
+
+
 def read_target(gate: Gate, target: str) -> str | bytes:
     """An address file's contents, an address text, or a nickname (TLD added)."""
     path = Path(target)

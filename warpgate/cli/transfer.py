@@ -25,6 +25,7 @@ from warpgate.cli.peer_options import (
     CommandError,
     add_common,
     explain_connect_error,
+    how_to_reach,
     listening_as,
     quiet_logs,
     read_target,
@@ -233,6 +234,7 @@ async def _receive(args: argparse.Namespace) -> int:
                 raise CommandError(f"cannot write {args.address_file}: {exc}") from None
             status(f"address written to {args.address_file}")
         status(f"waiting for a file as {listening_as(gate)}")
+        status(f"senders run: {how_to_reach(gate, args, 'send FILE')}")
         link = await gate.accept()
         status(f"connected: {link.path}")
         try:
