@@ -348,3 +348,12 @@ def test_ctrl_c_mid_transfer_keeps_no_partial_file(tmp_path: Path) -> None:
         if sender.poll() is None:
             sender.kill()
             sender.communicate()
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path: Path) -> None:
+    lst = Listener(tmp_path, "listen", "--name", "alice")
+    port = NodeAddress.decode(lst.addr.read_bytes()).interfaces[0].port
+    lst.proc.terminate()
+    code, _, err = lst.finish()
+    assert code == 130 and lines(err)[-1].startswith("warpgate: interrupted")
+    assert _port_is_free(port) and not lst.conf.exists()
