@@ -122,6 +122,21 @@ def write_results(
     return results
 
 
+def publish_only(out_dir: Path, *, docs: bool) -> int:
+    """Render an existing results.json again (after a run elsewhere, or a format change)."""
+    path = out_dir / "results.json"
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"cannot read {path}: {exc}", file=sys.stderr)
+        return 2
+    (out_dir / "results.md").write_text("# Benchmark results\n\n" + render(results))
+    print(f"wrote {out_dir / 'results.md'}")
+    if docs and publish_in_docs(DOCS_PAGE, render(results)):
+        print(f"published in {DOCS_PAGE}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
@@ -140,7 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--no-docs", action="store_true", help=f"do not update {DOCS_PAGE.name}")
     parser.add_argument("--list", action="store_true", help="list the sections and exit")
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="run nothing: render results.md and the docs page from --out's results.json",
+    )
     args = parser.parse_args(argv)
+    if args.publish:
+        return publish_only(args.out, docs=not args.no_docs)
     if args.list:
         for name, (fn, needs_lab) in SECTIONS.items():
             doc = (fn.__doc__ or "").strip().splitlines()

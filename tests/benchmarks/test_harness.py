@@ -47,6 +47,18 @@ def test_local_sections_write_results_with_machine_and_versions(tmp_path: Path) 
     # a second --only run keeps the sections of the first
     again = run_harness(tmp_path, "--only", "startup")
     assert list(again["sections"]) == ["links", "connect", "startup"]
+    # --publish renders the stored results again without running anything
+    (tmp_path / "results.md").unlink()
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--publish", "--out", str(tmp_path), "--no-docs"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| links, loopback |" in (tmp_path / "results.md").read_text()
 
 
 def test_unknown_section_is_a_clear_error(tmp_path: Path) -> None:
