@@ -12,6 +12,7 @@ at it and ``tcp_punch`` offers no candidate at all (a relay's job; see test_turn
 from __future__ import annotations
 
 import itertools
+import socket
 import time
 from typing import Any
 
@@ -20,7 +21,8 @@ import pytest
 from tests.lab.punch_helpers import node_conf, run_pair
 from warpgate import Node, auto_connect
 from warpgate.connect import ConnectError
-from warpgate.lab import two_nat
+from warpgate.lab import Host, Router, Topology, two_nat
+from warpgate.lab.topology import NatMode
 
 pytestmark = pytest.mark.lab
 
@@ -83,3 +85,31 @@ async def test_a_symmetric_nat_gets_no_tcp_punch_attempt(lab_factory: Any, other
     assert "connected" not in asked["outcome"], asked
     assert "tcp_punch" not in asked["outcome"] or "failed" not in asked["outcome"], asked
     assert asked["took"] < 1.0, asked
+
+
+def test_routers_drop_unsolicited_tcp_unless_built_to_reset(lab_factory: Any) -> None:
+    """What simultaneous open meets at the NAT that has not sent yet: the lab's routers
+    drop a SYN no mapping claims (as most home routers do); ``tcp_reset=True`` builds
+    the reset-answering variant (a bare Linux masquerade box)."""
+    topo = Topology(
+        routers=(
+            Router("nat_a", NatMode.PORT_RESTRICTED),
+            Router("nat_b", NatMode.PORT_RESTRICTED, tcp_reset=True),
+        ),
+        hosts=(Host("a", "nat_a"), Host("b", "nat_b"), Host("pub")),
+    )
+    lab = lab_factory(topo, servers=False)
+    outcome = {}
+    for router in ("nat_a", "nat_b"):
+        with lab.socket("pub", type=socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            try:
+                sock.connect((lab.wan_address(router), 40123))
+                outcome[router] = "connected"
+            except TimeoutError:
+                outcome[router] = "dropped"
+            except ConnectionRefusedError:
+                outcome[router] = "reset"
+    assert outcome == {"nat_a": "dropped", "nat_b": "reset"}
+    # The UDP behaviour is the same either way.
+    assert {r.verdict for r in lab.probe(["a", "b"]).values()} == {("EIM", "APDF")}
