@@ -158,7 +158,8 @@ async def wg_dial(
                         time.perf_counter() - begin if link.path.kind != first_kind else None
                     ),
                     path=str(link.path),
-                    trace=[a.describe() for a in link.trace],
+                    # Link.trace is typed list[object]; its items are connect Attempts.
+                    trace=[str(getattr(a, "describe", a.__repr__)()) for a in link.trace],
                 )
                 await link.close("done")
             except (ConnectError, TimeoutError, ConnectionError) as exc:
