@@ -44,8 +44,16 @@ from warpgate.sansio.address import HintKind, NatType, NodeAddress
 from warpgate.sansio.link_handshake import LinkAuthError, LinkHandshake
 from warpgate.sansio.signal_messages import SignalMessageError
 from warpgate.sansio.turn import TurnError
-from warpgate.sansio.turn_signal import RelayOffer, decode_relay_offer, is_relay_offer
-from warpgate.stun.node_binding import parse_server, resolve_servers
+from warpgate.sansio.turn_signal import (
+    RelayAnswer,
+    RelayOffer,
+    decode_relay_answer,
+    decode_relay_offer,
+    is_relay_answer,
+    is_relay_offer,
+)
+from warpgate.stun.client import StunUnavailable
+from warpgate.stun.node_binding import binding_from_listener, parse_server, resolve_servers
 from warpgate.turn.client import TurnClient
 from warpgate.turn.endpoint import RelayEndpoint
 from warpgate.turn.tcp_relay import open_data_connection
@@ -85,6 +93,8 @@ class TurnMethod:
         self.upgrades: weakref.WeakKeyDictionary[Link, PathUpgrade] = weakref.WeakKeyDictionary()
         self.last_timing: dict[str, float] = {}
         self._warm: TurnClient | None = None
+        # Relay answers awaited, by token: (the peer's key, the future for its address).
+        self._answers: dict[bytes, tuple[bytes, asyncio.Future[tuple[str, int]]]] = {}
         self._closing = False
 
     async def start(self) -> None:
@@ -170,11 +180,16 @@ class TurnMethod:
         if transport == "udp" and node.conf["turn_relay_first"]:
             cost = COST_RELAY_FIRST  # data over the relay at once, upgraded later
         note = "relay" if transport == "udp" else "relay, RFC 6062"
-        return [
-            Candidate(self.name, transport, server, None, cost + i * 0.01, note, 4)
-            for i, server in enumerate(self.servers)
-            if _relay_can_see(peer, server)
-        ]
+        found = []
+        for i, server in enumerate(self.servers):
+            visible = _relay_can_see(peer, server)
+            # Over UDP the peer can tell us its address (one more signal message); over
+            # TCP (RFC 6062) the permission must precede its connection, so it must be
+            # known beforehand.
+            if visible or (transport == "udp" and _permit_ips(peer)):
+                why = note if visible else f"{note}, peer's address asked"
+                found.append(Candidate(self.name, transport, server, None, cost + i * 0.01, why, 4))
+        return found
 
     def _both_hopeless(self, peer: NodeAddress) -> bool:
         ours = {r.nat_type for r in self.node.nat_reports.values()}
@@ -201,11 +216,14 @@ class TurnMethod:
             await client.allocate()  # at once for a warm allocation
             allocated = time.perf_counter() - begin
             endpoint = RelayEndpoint(node, client)
-            # The permission first, then the offer: the peer's first handshake message
-            # then finds the relay open (a lost one would cost a 250 ms retransmission).
-            await self._permit(client, peer)
-            offer = RelayOffer(token, client.relayed, "udp", node.address()).encode()
-            await self._offer(peer, offer)
+            if _relay_can_see(peer, candidate.remote):
+                # The permission first, then the offer: the peer's first handshake
+                # message then finds the relay open (a lost one costs 250 ms).
+                await self._permit(client, peer)
+                offer = RelayOffer(token, client.relayed, "udp", node.address())
+                await self._offer(peer, offer.encode())
+            else:
+                await self._offer_and_learn(client, peer, token, candidate.remote)
             # The peer dials our relayed address; the node's UDP endpoint answers through
             # the relay and hands us the link by its intent (our token).
             link = await inbound
@@ -326,12 +344,33 @@ class TurnMethod:
             if not client._permissions:
                 raise
 
+    async def _offer_and_learn(
+        self, client: TurnClient, peer: NodeAddress, token: bytes, server: tuple[str, int]
+    ) -> None:
+        """The peer's node address does not say which address the relay will see it at:
+        ask it (it asks the TURN server), then permit what it answers."""
+        fut: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        self._answers[token] = (peer.public_key, fut)
+        try:
+            offer = RelayOffer(token, client.relayed, "udp", self.node.address(), server, True)
+            await self._offer(peer, offer.encode())
+            async with asyncio.timeout(float(self.node.conf["turn_timeout"])):
+                reflexive = await fut
+        except TimeoutError:
+            raise TurnError("the peer did not tell its address for the relay permission") from None
+        finally:
+            self._answers.pop(token, None)
+        await client.create_permission([reflexive])
+
     async def _offer(self, peer: NodeAddress, offer: bytes) -> None:
-        hints = [h.value for h in peer.hints if h.kind == HintKind.SIGNAL]
+        await self._signal(peer.public_key, offer, peer)
+
+    async def _signal(self, key: bytes, payload: bytes, peer: NodeAddress | None) -> None:
+        hints = [h.value for h in peer.hints if h.kind == HintKind.SIGNAL] if peer else []
         errors = []
         for transport in self.node.signal_transports.values():
             try:
-                await transport.send(peer.public_key, offer, hints=hints)
+                await transport.send(key, payload, hints=hints)
                 return
             except (ConnectionError, WarpgateError, OSError) as exc:
                 errors.append(f"{transport.name}: {exc}")
@@ -369,6 +408,9 @@ class TurnMethod:
     # -- peer side ------------------------------------------------------------------
 
     def _on_signal(self, sender: bytes, payload: bytes) -> None:
+        if is_relay_answer(payload):
+            self._on_answer(sender, payload)
+            return
         if not is_relay_offer(payload):
             return
         try:
@@ -386,6 +428,34 @@ class TurnMethod:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _on_answer(self, sender: bytes, payload: bytes) -> None:
+        try:
+            answer = decode_relay_answer(payload)
+        except SignalMessageError as exc:
+            log.info("ignored a malformed relay answer: %s", exc)
+            return
+        waiting = self._answers.get(answer.token)
+        if waiting is None or waiting[0] != sender:
+            log.info("ignored a relay answer nobody asked for")
+            return
+        if not waiting[1].done():
+            waiting[1].set_result(answer.reflexive)
+
+    async def _answer(self, offer: RelayOffer, sender: bytes, listener: Listener) -> None:
+        """Tell the offerer which address the TURN server sees us at (from the listening
+        socket the handshake will come from), so it can permit it."""
+        assert offer.server is not None
+        result = await binding_from_listener(
+            self.node, listener, offer.server, timeout=float(self.node.conf["turn_timeout"])
+        )
+        offerer = None
+        with contextlib.suppress(AddressError):
+            offerer = NodeAddress.decode(offer.address) if offer.address else None
+        reply = RelayAnswer(offer.token, result.mapped).encode()
+        await self._signal(
+            sender, reply, offerer if offerer and offerer.public_key == sender else None
+        )
+
     async def _dial_relay(self, offer: RelayOffer, sender: bytes) -> None:
         """UDP offer: run the link handshake, as initiator, from our listening socket to
         the relayed address (which also opens our NAT toward the relay, whatever kind it
@@ -396,6 +466,12 @@ class TurnMethod:
             log.info("relay offer for %s: no listening UDP socket of its family", offer.relayed)
             return
         node = self.node
+        if offer.answer_wanted:
+            try:
+                await self._answer(offer, sender, listener)
+            except (StunUnavailable, ConnectionError, WarpgateError, OSError) as exc:
+                log.info("relay offer: could not tell our address: %s", exc)
+                return
         try:
             async with asyncio.timeout(float(node.conf["handshake_timeout"])):
                 link = await node.udp.dial(

@@ -198,9 +198,13 @@ async def test_candidates_need_a_server_and_a_visible_peer(relay_pair: tuple[Nod
     try:
         assert turn.candidates(peer, transport="udp") == []
         # A public relay cannot see a peer by its loopback/LAN address, and the peer
-        # measured no external address: its probes could never be permitted.
+        # measured no external address: over UDP the peer is asked for it, over TCP the
+        # permission must come first, so there is no candidate.
         turn.servers = [("203.0.113.10", 3478)]
-        assert turn.candidates(peer, transport="udp") == []
+        assert [c.note for c in turn.candidates(peer, transport="udp")] == [
+            "relay, peer's address asked"
+        ]
+        assert turn.candidates(peer, transport="tcp") == []
         with_ext = dataclasses.replace(
             peer,
             interfaces=[

@@ -43,9 +43,12 @@ def conf(lab: Any, name: str, **extra: Any) -> dict[str, Any]:
 
 
 async def serve(
-    lab: Any, name: str, address_out: concurrent.futures.Future[bytes]
+    lab: Any,
+    name: str,
+    address_out: concurrent.futures.Future[bytes],
+    extra_conf: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    async with Node(port=0, conf=conf(lab, name)) as node:
+    async with Node(port=0, conf=conf(lab, name, **(extra_conf or {}))) as node:
         await node.start()
         address_out.set_result(node.address())
         link = await node.accept(timeout=TIMEOUT)
@@ -96,8 +99,9 @@ async def dial(
 
 async def _pair(lab: Any, **extra: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+    serve_conf = extra.pop("serve_conf", None)
     served, dialled = await asyncio.gather(
-        lab.arun("b", serve, lab, "srv", address, timeout=60),
+        lab.arun("b", serve, lab, "srv", address, serve_conf, timeout=60),
         lab.arun("a", dial, lab, "cli", address, extra, timeout=60),
     )
     return served, dialled
@@ -139,6 +143,18 @@ async def test_udp_blocked_reaches_a_symmetric_peer_through_the_tcp_relay(lab_fa
     assert dialled["transport"] == "tcp"
     assert dialled["echo"] == b"echo:" + SECRET
     assert served["kind"] == "relay"
+
+
+async def test_peers_without_stun_tell_the_relay_their_address(lab_factory: Any) -> None:
+    """No STUN: node addresses carry no external address, so the offerer cannot know
+    which address to permit; the peer asks the TURN server and answers the offer."""
+    lab = lab_factory(("symmetric", "port-restricted"))
+    no_stun = {"enable_stun_clients": False}
+    served, dialled = await _pair(lab, methods=["turn"], conf=no_stun, serve_conf=no_stun)
+    assert dialled.get("error") is None, dialled
+    assert "peer's address asked" in dialled["trace"][0]
+    assert dialled["kind"] == "relay" and served["kind"] == "relay"
+    assert dialled["echo"] == b"echo:" + SECRET
 
 
 async def test_wrong_credentials_fail_clearly_in_bounded_time(lab_factory: Any) -> None:

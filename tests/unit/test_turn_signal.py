@@ -1,5 +1,5 @@
-"""The relay offer (signal message) of the ``turn`` method: golden vectors, round trips,
-and fuzzing (bad bytes only ever raise SignalMessageError)."""
+"""The relay offer and relay answer (signal messages) of the ``turn`` method: golden
+vectors, round trips, and fuzzing (bad bytes only ever raise SignalMessageError)."""
 
 from __future__ import annotations
 
@@ -11,23 +11,38 @@ from warpgate.sansio import turn_signal as ts
 from warpgate.sansio.signal_messages import SignalMessageError, decode_signal_message
 
 TOKEN = bytes(range(16))
+RELAYED = ("203.0.113.5", 49152)
+SERVER = ("203.0.113.5", 3478)
 
 
-def test_offer_golden_vector() -> None:
-    wire = ts.RelayOffer(TOKEN, ("203.0.113.5", 49152)).encode()
-    assert wire.hex() == "0110" + TOKEN.hex() + "1104" + "cb007105" + "c000"
-    assert ts.decode_relay_offer(wire) == ts.RelayOffer(TOKEN, ("203.0.113.5", 49152), "udp")
-    with_address = ts.RelayOffer(TOKEN, ("203.0.113.5", 49152), "udp", b"ADDR").encode()
-    assert with_address == wire + b"ADDR"
-    assert ts.decode_relay_offer(with_address).address == b"ADDR"
-    v6 = ts.RelayOffer(TOKEN, ("2001:db8::7", 3478), "tcp").encode()
-    assert v6[18:20] == b"\x06\x06" and ts.decode_relay_offer(v6).relayed == ("2001:db8::7", 3478)
+def test_offer_golden_vectors() -> None:
+    wire = ts.RelayOffer(TOKEN, RELAYED).encode()
+    assert wire.hex() == "0110" + TOKEN.hex() + "1100" + "04cb007105c000" + "00"
+    assert ts.decode_relay_offer(wire) == ts.RelayOffer(TOKEN, RELAYED, "udp")
+    full = ts.RelayOffer(TOKEN, RELAYED, "tcp", b"ADDR", SERVER, answer_wanted=True).encode()
+    assert full.hex() == (
+        "0110" + TOKEN.hex() + "0601" + "04cb007105c000" + "04cb0071050d96" + b"ADDR".hex()
+    )
+    offer = ts.decode_relay_offer(full)
+    assert offer.answer_wanted and offer.server == SERVER and offer.address == b"ADDR"
+    v6 = ts.RelayOffer(TOKEN, ("2001:db8::7", 3478)).encode()
+    assert ts.decode_relay_offer(v6).relayed == ("2001:db8::7", 3478)
 
 
-def test_offer_is_not_taken_for_another_signal_message() -> None:
-    wire = ts.RelayOffer(TOKEN, ("203.0.113.5", 1)).encode()
+def test_answer_golden_vector() -> None:
+    wire = ts.RelayAnswer(TOKEN, ("198.51.100.9", 40000)).encode()
+    assert wire.hex() == "0111" + TOKEN.hex() + "04c6336409" + "9c40"
+    assert ts.decode_relay_answer(wire) == ts.RelayAnswer(TOKEN, ("198.51.100.9", 40000))
+
+
+def test_messages_are_not_taken_for_other_signal_messages() -> None:
+    offer = ts.RelayOffer(TOKEN, RELAYED).encode()
+    answer = ts.RelayAnswer(TOKEN, RELAYED).encode()
     with pytest.raises(SignalMessageError, match="unknown signal message type 16"):
-        decode_signal_message(wire)
+        decode_signal_message(offer)
+    with pytest.raises(SignalMessageError, match="unknown signal message type 17"):
+        decode_signal_message(answer)
+    assert not ts.is_relay_offer(answer) and not ts.is_relay_answer(offer)
     assert not ts.is_relay_offer(b"\x01\x01rest")
 
 
@@ -35,11 +50,13 @@ def test_offer_is_not_taken_for_another_signal_message() -> None:
     ("wire", "match"),
     [
         (b"\x01\x10" + TOKEN, "too short"),
-        (b"\x01\x10" + TOKEN + b"\x05\x04" + b"\0" * 6, "transport"),
-        (b"\x01\x10" + TOKEN + b"\x11\x05" + b"\0" * 6, "family"),
-        (b"\x01\x10" + TOKEN + b"\x11\x04" + b"\0" * 5, "expected 6"),
-        (b"\x01\x10" + TOKEN + b"\x11\x06" + b"\0" * 17, "expected 18"),
-        (b"\x01\x10" + TOKEN + b"\x11\x04" + b"\1\2\3\4\0\0", "port is 0"),
+        (b"\x01\x10" + TOKEN + b"\x05\x00\x04" + b"\0" * 6, "transport"),
+        (b"\x01\x10" + TOKEN + b"\x11\x00\x05" + b"\0" * 6, "family"),
+        (b"\x01\x10" + TOKEN + b"\x11\x00\x04" + b"\0" * 5, "expected 6"),
+        (b"\x01\x10" + TOKEN + b"\x11\x00\x04\1\2\3\4\0\0\0", "port is 0"),
+        (b"\x01\x10" + TOKEN + b"\x11\x00\x00\x00", "without a relayed address"),
+        (b"\x01\x10" + TOKEN + b"\x11\x00\x04\1\2\3\4\0\1", "server address: missing"),
+        (b"\x01\x10" + TOKEN + b"\x11\x01\x04\1\2\3\4\0\1\0", "names no server"),
         (b"\x01\x01", "not a relay offer"),
     ],
 )
@@ -48,30 +65,66 @@ def test_bad_offers_are_clear_errors(wire: bytes, match: str) -> None:
         ts.decode_relay_offer(wire)
 
 
-def test_bad_offers_cannot_be_encoded() -> None:
+@pytest.mark.parametrize(
+    ("wire", "match"),
+    [
+        (b"\x01\x11" + TOKEN[:4], "too short"),
+        (b"\x01\x11" + TOKEN + b"\x00", "one address"),
+        (b"\x01\x11" + TOKEN + b"\x04\1\2\3\4\0\1extra", "one address"),
+        (b"\x01\x10" + TOKEN, "not a relay answer"),
+    ],
+)
+def test_bad_answers_are_clear_errors(wire: bytes, match: str) -> None:
+    with pytest.raises(SignalMessageError, match=match):
+        ts.decode_relay_answer(wire)
+
+
+def test_bad_messages_cannot_be_encoded() -> None:
     with pytest.raises(SignalMessageError, match="16 bytes"):
-        ts.RelayOffer(b"short", ("203.0.113.5", 1)).encode()
+        ts.RelayOffer(b"short", RELAYED).encode()
     with pytest.raises(SignalMessageError, match="not an IP"):
         ts.RelayOffer(TOKEN, ("relay.example", 1)).encode()
     with pytest.raises(SignalMessageError, match="udp or tcp"):
-        ts.RelayOffer(TOKEN, ("203.0.113.5", 1), "sctp").encode()
+        ts.RelayOffer(TOKEN, RELAYED, "sctp").encode()
+    with pytest.raises(SignalMessageError, match="names its server"):
+        ts.RelayOffer(TOKEN, RELAYED, answer_wanted=True).encode()
+    with pytest.raises(SignalMessageError, match="out of range"):
+        ts.RelayAnswer(TOKEN, ("198.51.100.9", 0)).encode()
+
+
+addresses = st.tuples(st.ip_addresses().map(str), st.integers(1, 65535))
 
 
 @given(
     st.binary(min_size=16, max_size=16),
-    st.ip_addresses(),
-    st.integers(1, 65535),
+    addresses,
     st.sampled_from(["udp", "tcp"]),
+    st.binary(max_size=40),
+    st.one_of(st.none(), addresses),
+    st.booleans(),
 )
-def test_offers_round_trip(token: bytes, ip: object, port: int, transport: str) -> None:
-    offer = ts.RelayOffer(token, (str(ip), port), transport)
+def test_offers_and_answers_round_trip(
+    token: bytes,
+    relayed: tuple[str, int],
+    transport: str,
+    address: bytes,
+    server: tuple[str, int] | None,
+    wanted: bool,
+) -> None:
+    offer = ts.RelayOffer(token, relayed, transport, address, server, wanted and server is not None)
     assert ts.decode_relay_offer(offer.encode()) == offer
+    answer = ts.RelayAnswer(token, relayed)
+    assert ts.decode_relay_answer(answer.encode()) == answer
 
 
 @settings(max_examples=500)
-@given(st.binary(max_size=64))
-def test_fuzz_offer_parser(data: bytes) -> None:
-    try:
-        ts.decode_relay_offer(b"\x01\x10" + data)
-    except SignalMessageError:
-        pass
+@given(st.binary(max_size=80))
+def test_fuzz_offer_and_answer_parsers(data: bytes) -> None:
+    for prefix, parse in (
+        (b"\x01\x10", ts.decode_relay_offer),
+        (b"\x01\x11", ts.decode_relay_answer),
+    ):
+        try:
+            parse(prefix + data)
+        except SignalMessageError:
+            pass
