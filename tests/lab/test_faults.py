@@ -378,6 +378,22 @@ def lossy_jittery() -> Topology:
     )
 
 
+async def echo_once(link: Any, msg: bytes, *, udp: bool) -> bool:
+    """Send ``msg`` until its echo comes back.  TCP retransmits by itself: one try, a
+    long wait.  A UDP link is unreliable by contract (a round trip here crosses four
+    lossy hops, about 1 in 5 is lost): the application resends, as it must."""
+    for _ in range(6 if udp else 1):
+        await link.send(msg)
+        try:
+            async with asyncio.timeout(2.0 if udp else 20.0):
+                while await link.recv() != msg:  # a late echo of an earlier try
+                    pass
+            return True
+        except TimeoutError:
+            continue
+    return False
+
+
 @pytest.mark.parametrize(
     ("method", "transport", "dialler"),
     [("direct", "tcp", "a"), ("direct", "udp", "a"), ("reverse", "tcp", "b")],
@@ -405,12 +421,7 @@ async def test_connect_over_lossy_jittery_wan(
             took = time.monotonic() - began
             echoes = 0
             for i in range(5):
-                await link.send(b"msg %d" % i)
-                try:
-                    echoes += await link.recv(timeout=10) == b"msg %d" % i
-                except TimeoutError:
-                    if transport == "tcp":
-                        raise  # TCP retransmits: every message must arrive
+                echoes += await echo_once(link, b"msg %d" % i, udp=transport == "udp")
             return {"method": won, "took": took, "echoes": echoes, "path": str(link.path)}
 
     _served, outcome = await asyncio.gather(
@@ -420,5 +431,4 @@ async def test_connect_over_lossy_jittery_wan(
     print(f"lossy WAN {method}/{transport}: {outcome}")  # shown with -s; never asserted
     assert outcome["method"] == method, outcome
     assert transport in outcome["path"]
-    # UDP links are unreliable by contract: most echoes come back, TCP ones all do.
-    assert outcome["echoes"] == 5 if transport == "tcp" else outcome["echoes"] >= 3, outcome
+    assert outcome["echoes"] == 5, outcome
