@@ -205,6 +205,8 @@ def test_name_without_any_name_server(tmp_path: Path) -> None:
     [
         (["connect", "garbage.addr"], "does not hold a warpgate address"),
         (["connect", "./missing.addr"], "no such address file"),
+        (["connect", "alice"], "'alice' is a name, and no name service is configured"),
+        (["send", "garbage.addr", "alice"], "no name service is configured"),
         (["send", "missing.bin", "bob"], "no such file"),
         (["connect", "bob", "--conf", "nope.json"], "cannot read nope.json"),
         (["connect", "bob", "--conf", "bad.json"], "is not JSON"),

@@ -237,6 +237,11 @@ def read_target(gate: Gate, target: str) -> str | bytes:
         return target
     if "/" in target or target.endswith((".bin", ".addr")):
         raise CommandError(f"no such address file: {target}", "check the path")
+    if not _configured_services(gate):
+        raise CommandError(
+            f"{target!r} is a name, and no name service is configured to look it up",
+            "--pnp HOST:PORT, --conf FILE (as --embedded-infra writes), or an address file",
+        )
     if "." not in target:
         # A bare name gets the TLD of the first name service that has one (pnp: .p2p
         # or .peer, hosts: .lan): a text without a dot would be taken for an address.
@@ -244,13 +249,19 @@ def read_target(gate: Gate, target: str) -> str | bytes:
     return target
 
 
-def _default_tld(gate: Gate) -> str:
-    """The TLD of the first name service that is configured (pnp: servers, hosts: a
-    names file); both are installed, usually only one has what it needs."""
+def _configured_services(gate: Gate) -> list[Any]:
+    """The name services that have what they need (pnp: servers, hosts: a names file;
+    others, from plugins, are taken as configured).  Both built-ins are installed;
+    usually only one is configured."""
     conf = gate.node.conf
-    for name, service in gate.node.name_services.items():
-        usable = {"pnp": bool(conf.get("pnp_servers")), "hosts": bool(conf.get("names_file"))}
-        if usable.get(name, True) and getattr(service, "tld", None):
+    usable = {"pnp": bool(conf.get("pnp_servers")), "hosts": bool(conf.get("names_file"))}
+    return [s for n, s in gate.node.name_services.items() if usable.get(n, True)]
+
+
+def _default_tld(gate: Gate) -> str:
+    """The TLD of the first configured name service."""
+    for service in _configured_services(gate):
+        if getattr(service, "tld", None):
             return str(service.tld)
     return "p2p"
 
