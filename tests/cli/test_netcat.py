@@ -210,12 +210,15 @@ def test_name_without_any_name_server(tmp_path: Path) -> None:
         (["send", "missing.bin", "bob"], "no such file"),
         (["connect", "bob", "--conf", "nope.json"], "cannot read nope.json"),
         (["connect", "bob", "--conf", "bad.json"], "is not JSON"),
+        (["receive", "-o", "no/such/dir/f"], "no such directory: no/such/dir"),
+        (["listen", "--ip", "203.0.113.9"], "203.0.113.9 is not an address of the interfaces"),
     ],
 )
 def test_bad_arguments(tmp_path: Path, args: list[str], expect: str) -> None:
     (tmp_path / "garbage.addr").write_bytes(b"\x00not an address")
     (tmp_path / "bad.json").write_text("{")
-    result = run_cli([*args, "--offline", *LOOP], tmp_path)
+    loop = [] if "--ip" in args else LOOP
+    result = run_cli([*args, "--offline", *loop], tmp_path)
     assert result.returncode == 1
     assert expect in _error_line(result.stderr, args[0])
 
@@ -359,3 +362,14 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path: Path) -> None:
     code, _, err = lst.finish()
     assert code == 130 and lines(err)[-1].startswith("warpgate: interrupted")
     assert _port_is_free(port) and not lst.conf.exists()
+
+
+def test_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli(["listen", "--offline", *LOOP, "--port", str(port)], tmp_path)
+    assert result.returncode == 1
+    line = _error_line(result.stderr, "listen")
+    assert "cannot start the node" in line and "try: another --port" in line

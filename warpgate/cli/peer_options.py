@@ -142,7 +142,7 @@ async def started_gate(
             gate = Gate(identity, conf, ip=args.ip, port=args.port)
             await stack.enter_async_context(gate)
         except ConfigError as exc:
-            raise CommandError(str(exc), "fix the conf key named") from None
+            raise CommandError(str(exc), "check --ip, --port and the --conf keys") from None
         except OSError as exc:
             raise CommandError(
                 f"cannot start the node: {exc.strerror or exc}", "another --port or --ip"

@@ -98,6 +98,17 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 def cmd_receive(args: argparse.Namespace) -> int:
     quiet_logs(args)
+    out: Path = args.output
+    if not out.is_dir() and not out.parent.is_dir():
+        # Before any node starts: a sender would otherwise find out only at the end.
+        print(
+            CommandError(f"no such directory: {out.parent}", "create it, or another -o").line(
+                "receive"
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     return _run(_receive(args), "receive")
 
 
@@ -265,8 +276,23 @@ async def _receive_on(link: Link, args: argparse.Namespace) -> int:
     progress = Progress(size, f"receiving {target.name}", quiet=args.quiet)
     ok = False
     try:
-        with part.open("wb") as f:
-            ok = await _copy(link, f, digest, progress, size)
+        try:
+            f = part.open("wb")
+        except OSError as exc:
+            await _ack(link, False, "the receiver cannot write the file")
+            await _drain(link)
+            raise CommandError(
+                f"cannot write {part}: {exc.strerror or exc}", "another -o, or free some space"
+            ) from None
+        with f:
+            try:
+                ok = await _copy(link, f, digest, progress, size)
+            except OSError as exc:  # the disk filled up, say
+                await _ack(link, False, "the receiver could not write the file")
+                raise CommandError(
+                    f"cannot write {part}: {exc.strerror or exc}; nothing was kept",
+                    "free some space, or another -o",
+                ) from None
             got = progress.done
         progress.finish()
         error = ""
