@@ -16,9 +16,10 @@ After ``suspect_after`` seconds without a PONG it sends every datagram on both p
 which stayed allocated and refreshed all along.  ``link.path`` always says which path
 is in use, and every change fires the ``warpgate_link_path_changed`` observer hook.
 
-UDP links do not retransmit: a datagram sent on a direct path in the moment before it
-died and before it was suspected is lost, as on any datagram path; from suspicion on
-nothing is lost that the relay delivers.
+When the direct path is first suspected, the datagrams sent on it since one keepalive
+before the last PONG are sent again over the relay (each end keeps a bounded record of
+them): what the dying path swallowed arrives anyway, and the receiver's replay window
+drops the copies that had arrived.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import logging
 import secrets
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -59,6 +61,10 @@ class UpgradeSettings:
     # relay (30 s for UDP on many NATs) and so the relayed path ready for a fallback.
     relay_keepalive: float = 10.0
     max_candidates: int = 6  # addresses probed; they come from the peer, so bounded
+    # Datagrams sent on the direct path kept for a replay over the relay when the path
+    # is suspected (the receiver's replay window, 2048 nonces, drops the copies it has).
+    replay_datagrams: int = 1024
+    replay_bytes: int = 1 << 20
 
 
 class PathUpgrade:
@@ -84,6 +90,10 @@ class PathUpgrade:
         self.switches = 0
         #: Set (to the reason) when the relay went away while the link was direct.
         self.relay_lost = ""
+        #: Datagrams replayed over the relay when the direct path fell silent.
+        self.replayed = 0
+        self._recent: deque[tuple[float, bytes]] = deque()
+        self._recent_bytes = 0
         self._header = bytes([DATA]) + _U32.pack(link.remote_index)
 
     # -- sending through the listener ----------------------------------------------------
@@ -159,6 +169,7 @@ class PathUpgrade:
         s = self.settings
         self.last_pong = time.monotonic()
         last_relay_ping = time.monotonic()
+        suspected = False
         while not self.link.closed:
             if time.monotonic() - last_relay_ping >= s.relay_keepalive:
                 last_relay_ping = time.monotonic()
@@ -167,7 +178,7 @@ class PathUpgrade:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(s.keepalive):
                     await asyncio.shield(fut)
-            if fut.done() and not fut.cancelled():
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self.last_pong = time.monotonic()
                 self.link._send_datagram = self._direct_sender(self.direct)
             else:
@@ -175,15 +186,42 @@ class PathUpgrade:
             silent = time.monotonic() - self.last_pong
             if silent >= s.dead_after:
                 return
-            if silent >= s.suspect_after:
+            if silent >= s.suspect_after and not suspected:
+                suspected = True
                 self.link._send_datagram = self._both_sender(self.direct)
+                self._replay(since=self.last_pong - s.keepalive)
+            elif silent < s.suspect_after:
+                suspected = False
             if fut.done():
                 await asyncio.sleep(max(0.0, s.keepalive - (time.monotonic() - self.last_pong)))
 
     # -- switching -----------------------------------------------------------------
 
     def _direct_sender(self, remote: Addr) -> Callable[[bytes], None]:
-        return lambda data: self._send_direct(data, remote)
+        def send(data: bytes) -> None:
+            self._send_direct(data, remote)
+            self._remember(data)
+
+        return send
+
+    def _remember(self, data: bytes) -> None:
+        s = self.settings
+        self._recent.append((time.monotonic(), data))
+        self._recent_bytes += len(data)
+        while self._recent and (
+            len(self._recent) > s.replay_datagrams or self._recent_bytes > s.replay_bytes
+        ):
+            self._recent_bytes -= len(self._recent.popleft()[1])
+
+    def _replay(self, since: float) -> None:
+        """Send again, over the relay, what went on the direct path since ``since``:
+        it may have died under it.  Copies that did arrive are dropped by the peer."""
+        for at, data in self._recent:
+            if at >= since:
+                self.relay_send(data)
+                self.replayed += 1
+        self._recent.clear()
+        self._recent_bytes = 0
 
     def _both_sender(self, remote: Addr) -> Callable[[bytes], None]:
         def send(data: bytes) -> None:
