@@ -373,3 +373,17 @@ def test_port_in_use(tmp_path: Path) -> None:
     assert result.returncode == 1
     line = _error_line(result.stderr, "listen")
     assert "cannot start the node" in line and "try: another --port" in line
+
+
+def test_an_unexpected_failure_is_still_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from warpgate.cli.peer_options import run_command
+
+    async def broken() -> int:
+        raise RuntimeError("boom\nsecond line")
+
+    assert run_command(broken(), "listen") == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "warpgate listen: error: unexpected RuntimeError: boom; "
+        "try: -v shows the details; please report it\n"
+    )

@@ -23,6 +23,7 @@ from warpgate.cli.peer_options import (
     listening_as,
     quiet_logs,
     read_target,
+    run_command,
     started_gate,
     status,
 )
@@ -64,20 +65,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def cmd_listen(args: argparse.Namespace) -> int:
     quiet_logs(args)
-    return _run(args, _listen(args), "listen")
+    return run_command(_listen(args), "listen")
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
     quiet_logs(args)
-    return _run(args, _connect(args), "connect")
-
-
-def _run(args: argparse.Namespace, coro: object, command: str) -> int:
-    try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    except CommandError as exc:
-        print(exc.line(command), file=sys.stderr, flush=True)
-        return 1
+    return run_command(_connect(args), "connect")
 
 
 async def _listen(args: argparse.Namespace) -> int:

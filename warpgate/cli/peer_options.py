@@ -16,7 +16,7 @@ import logging
 import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,27 @@ class CommandError(Exception):
     def line(self, command: str) -> str:
         text = f"warpgate {command}: error: {self.what}"
         return f"{text}; try: {self.hint}" if self.hint else text
+
+
+def run_command(coro: Coroutine[Any, Any, int], command: str) -> int:
+    """Run a command's coroutine; any failure becomes one line on stderr and exit 1.
+
+    The last ``except`` is the safety net for a bug: still one line (the traceback goes
+    to the log at -v), never a Python traceback on a user's terminal.
+    """
+    try:
+        return asyncio.run(coro)
+    except CommandError as exc:
+        print(exc.line(command), file=sys.stderr, flush=True)
+        return 1
+    except (WarpgateError, OSError, ValueError, RuntimeError) as exc:
+        log.debug("warpgate %s failed", command, exc_info=True)
+        line = CommandError(
+            f"unexpected {type(exc).__name__}: {_first_line(exc)}",
+            "-v shows the details; please report it",
+        ).line(command)
+        print(line, file=sys.stderr, flush=True)
+        return 1
 
 
 def add_common(parser: argparse.ArgumentParser, *, serving: bool) -> None:

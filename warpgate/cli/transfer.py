@@ -29,6 +29,7 @@ from warpgate.cli.peer_options import (
     listening_as,
     quiet_logs,
     read_target,
+    run_command,
     started_gate,
     status,
 )
@@ -71,14 +72,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     receive.set_defaults(func=cmd_receive)
 
 
-def _run(coro: object, command: str) -> int:
-    try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    except CommandError as exc:
-        print(exc.line(command), file=sys.stderr, flush=True)
-        return 1
-
-
 def cmd_send(args: argparse.Namespace) -> int:
     quiet_logs(args)
     path: Path = args.file
@@ -93,7 +86,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     except CommandError as exc:
         print(exc.line("send"), file=sys.stderr, flush=True)
         return 1
-    return _run(_send(args), "send")
+    return run_command(_send(args), "send")
 
 
 def cmd_receive(args: argparse.Namespace) -> int:
@@ -109,7 +102,7 @@ def cmd_receive(args: argparse.Namespace) -> int:
             flush=True,
         )
         return 1
-    return _run(_receive(args), "receive")
+    return run_command(_receive(args), "receive")
 
 
 class Progress:
