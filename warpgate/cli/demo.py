@@ -60,10 +60,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
             return 2
         return _run_lab(args)
+    from warpgate.cli.peer_options import run_command
     from warpgate.demo.runner import run_demo
 
-    report = asyncio.run(run_demo(sys.stdout, quiet=args.json))
-    return _finish(report, args.json)
+    async def demo() -> int:
+        return _finish(await run_demo(sys.stdout, quiet=args.json), args.json)
+
+    return run_command(demo(), "demo")
 
 
 def _finish(report: DemoReport, as_json: bool) -> int:
