@@ -6,8 +6,18 @@ each row once, when it is final, with no escape codes.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from typing import TextIO
+
+
+def _can_redraw(out: TextIO) -> bool:
+    """A terminal that understands cursor movement: not a pipe, not TERM=dumb, and on
+    Windows only a terminal known to speak VT sequences (Windows Terminal)."""
+    if not out.isatty() or os.environ.get("TERM") == "dumb":
+        return False
+    return sys.platform != "win32" or "WT_SESSION" in os.environ
 
 
 class LiveTable:
@@ -21,7 +31,7 @@ class LiveTable:
     ) -> None:
         self.columns = list(columns)
         self.out = out
-        self.live = out.isatty() if live is None else live
+        self.live = _can_redraw(out) if live is None else live
         self.rows: list[list[str]] = []
         self.final: list[bool] = []
         self._drawn = 0  # lines drawn by the last redraw (live mode)
