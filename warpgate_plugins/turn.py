@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import secrets
 import time
@@ -37,7 +36,6 @@ from warpgate.errors import AddressError, WarpgateError
 from warpgate.interfaces import Candidate, Transport
 from warpgate.link.tcp import LinkConnection
 from warpgate.link.udp import UdpLink
-from warpgate.net.scope import is_lan_only
 from warpgate.plugin import hookimpl
 from warpgate.plugin.types import TraversalMethodInfo
 from warpgate.sansio.address import HintKind, NatType, NodeAddress
@@ -54,6 +52,7 @@ from warpgate.sansio.turn_signal import (
 )
 from warpgate.stun.client import StunUnavailable
 from warpgate.stun.node_binding import binding_from_listener, parse_server, resolve_servers
+from warpgate.turn.addresses import direct_candidates, listener_for, permit_ips, relay_can_see
 from warpgate.turn.client import TurnClient
 from warpgate.turn.endpoint import RelayEndpoint
 from warpgate.turn.tcp_relay import open_data_connection
@@ -182,11 +181,11 @@ class TurnMethod:
         note = "relay" if transport == "udp" else "relay, RFC 6062"
         found = []
         for i, server in enumerate(self.servers):
-            visible = _relay_can_see(peer, server)
+            visible = relay_can_see(peer, server)
             # Over UDP the peer can tell us its address (one more signal message); over
             # TCP (RFC 6062) the permission must precede its connection, so it must be
             # known beforehand.
-            if visible or (transport == "udp" and _permit_ips(peer)):
+            if visible or (transport == "udp" and permit_ips(peer)):
                 why = note if visible else f"{note}, peer's address asked"
                 found.append(Candidate(self.name, transport, server, None, cost + i * 0.01, why, 4))
         return found
@@ -216,7 +215,7 @@ class TurnMethod:
             await client.allocate()  # at once for a warm allocation
             allocated = time.perf_counter() - begin
             endpoint = RelayEndpoint(node, client)
-            if _relay_can_see(peer, candidate.remote):
+            if relay_can_see(peer, candidate.remote):
                 # The permission first, then the offer: the peer's first handshake
                 # message then finds the relay open (a lost one costs 250 ms).
                 await self._permit(client, peer)
@@ -262,7 +261,7 @@ class TurnMethod:
         :mod:`warpgate.turn.upgrade`)."""
         if not isinstance(link, UdpLink) or not candidates:
             return
-        listener = self._listener_for(candidates[0][0])
+        listener = listener_for(self.node, candidates[0][0])
         if listener is None:
             return
         upgrade = PathUpgrade(self.node, link, listener, candidates)
@@ -330,7 +329,7 @@ class TurnMethod:
         return link
 
     async def _permit(self, client: TurnClient, peer: NodeAddress) -> None:
-        ips = _permit_ips(peer)
+        ips = permit_ips(peer)
         try:
             await client.create_permission((ip, 0) for ip in ips)
         except TurnError as exc:
@@ -461,7 +460,7 @@ class TurnMethod:
         the relayed address (which also opens our NAT toward the relay, whatever kind it
         is).  The offerer's node answers through the relay and matches the link to its
         attempt by the intent, our copy of its token."""
-        listener = self._listener_for(offer.relayed[0])
+        listener = listener_for(self.node, offer.relayed[0])
         if listener is None:
             log.info("relay offer for %s: no listening UDP socket of its family", offer.relayed)
             return
@@ -520,67 +519,6 @@ class TurnMethod:
         now = time.monotonic()
         self.probed = {a: t for a, t in self.probed.items() if now - t < RELAY_MEMORY}
         self.probed[relayed] = now
-
-    def _listener_for(self, ip_text: str) -> Listener | None:
-        ip = ipaddress.ip_address(ip_text)
-        usable = [
-            lst
-            for lst in self.node.listeners
-            if lst.ip.version == ip.version and lst.udp is not None and not lst.udp.is_closing()
-        ]
-        usable.sort(key=lambda lst: lst.ip.is_loopback != ip.is_loopback)
-        return usable[0] if usable else None
-
-
-def _permit_ips(peer: NodeAddress) -> list[str]:
-    """The IPv4 addresses the peer's datagrams may come from: external addresses when
-    known, the interface addresses otherwise (a public host, or a peer on this LAN)."""
-    ips: list[str] = []
-    for iface in peer.interfaces:
-        if iface.family != 4:
-            continue
-        for ip in (iface.ext_ip, iface.nic_ip):
-            if ip is not None and str(ip) not in ips:
-                ips.append(str(ip))
-    return ips
-
-
-def direct_candidates(node: Node, peer: NodeAddress) -> list[tuple[str, int]]:
-    """Where the peer may be reached directly over UDP, best first: loopback on the same
-    machine, its interface address on a shared LAN or when public, its external
-    mapping."""
-    found: list[tuple[str, int]] = []
-
-    def add(ip: object, port: int) -> None:
-        if port and (str(ip), port) not in found:
-            found.append((str(ip), port))
-
-    same_machine = peer.machine_id == node.machine_id
-    for iface in peer.interfaces:
-        if iface.family != 4:
-            continue
-        if same_machine:
-            add("127.0.0.1", iface.port)
-        shared = any(iface.nic_ip in net.network for local in node.ifs for net in local.ipv4)
-        if shared or not is_lan_only(iface.nic_ip):
-            add(iface.nic_ip, iface.port)
-        if iface.ext_ip is not None:
-            add(iface.ext_ip, iface.ext_port or iface.port)
-    return found
-
-
-def _relay_can_see(peer: NodeAddress, server: tuple[str, int]) -> bool:
-    """Whether one of the addresses we would permit can be the one the relay sees the
-    peer's datagrams come from: an external address (measured by STUN), a public
-    interface address, or any address when the relay is itself on a private network.
-    A peer behind a NAT that never measured its external address cannot be permitted
-    (its handshake would be dropped), so no candidate is offered for it."""
-    if is_lan_only(ipaddress.ip_address(server[0])):
-        return bool(_permit_ips(peer))
-    for iface in peer.interfaces:
-        if iface.family == 4 and (iface.ext_ip is not None or not is_lan_only(iface.nic_ip)):
-            return True
-    return False
 
 
 async def _bind_quietly(client: TurnClient, peer: tuple[str, int]) -> None:

@@ -1,0 +1,78 @@
+"""Which addresses the ``turn`` method works with: what the relay must permit, whether it
+can see the peer at all, where the peer may be reached directly (relay-first upgrades),
+and which listening socket to use.  No I/O."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+from warpgate.net.scope import is_lan_only
+
+if TYPE_CHECKING:
+    from warpgate.net.servers import Listener
+    from warpgate.node.node import Node
+    from warpgate.sansio.address import NodeAddress
+
+
+def permit_ips(peer: NodeAddress) -> list[str]:
+    """The IPv4 addresses the peer's datagrams may come from: external addresses when
+    known, the interface addresses otherwise (a public host, or a peer on this LAN)."""
+    ips: list[str] = []
+    for iface in peer.interfaces:
+        if iface.family != 4:
+            continue
+        for ip in (iface.ext_ip, iface.nic_ip):
+            if ip is not None and str(ip) not in ips:
+                ips.append(str(ip))
+    return ips
+
+
+def direct_candidates(node: Node, peer: NodeAddress) -> list[tuple[str, int]]:
+    """Where the peer may be reached directly over UDP, best first: loopback on the same
+    machine, its interface address on a shared LAN or when public, its external
+    mapping."""
+    found: list[tuple[str, int]] = []
+
+    def add(ip: object, port: int) -> None:
+        if port and (str(ip), port) not in found:
+            found.append((str(ip), port))
+
+    same_machine = peer.machine_id == node.machine_id
+    for iface in peer.interfaces:
+        if iface.family != 4:
+            continue
+        if same_machine:
+            add("127.0.0.1", iface.port)
+        shared = any(iface.nic_ip in net.network for local in node.ifs for net in local.ipv4)
+        if shared or not is_lan_only(iface.nic_ip):
+            add(iface.nic_ip, iface.port)
+        if iface.ext_ip is not None:
+            add(iface.ext_ip, iface.ext_port or iface.port)
+    return found
+
+
+def relay_can_see(peer: NodeAddress, server: tuple[str, int]) -> bool:
+    """Whether one of the addresses we would permit can be the one the relay sees the
+    peer's datagrams come from: an external address (measured by STUN), a public
+    interface address, or any address when the relay is itself on a private network.
+    Otherwise the peer must say which address the relay sees it at (a relay answer)."""
+    if is_lan_only(ipaddress.ip_address(server[0])):
+        return bool(permit_ips(peer))
+    for iface in peer.interfaces:
+        if iface.family == 4 and (iface.ext_ip is not None or not is_lan_only(iface.nic_ip)):
+            return True
+    return False
+
+
+def listener_for(node: Node, ip_text: str) -> Listener | None:
+    """The listening UDP socket to reach ``ip_text`` from: its family, loopback for a
+    loopback address (else a non-loopback one first)."""
+    ip = ipaddress.ip_address(ip_text)
+    usable = [
+        lst
+        for lst in node.listeners
+        if lst.ip.version == ip.version and lst.udp is not None and not lst.udp.is_closing()
+    ]
+    usable.sort(key=lambda lst: lst.ip.is_loopback != ip.is_loopback)
+    return usable[0] if usable else None
