@@ -184,9 +184,7 @@ async def _run_methods(
             if provider is None:
                 res = MethodResult(info.name, transport, "skipped", detail="not started (conf)")
             elif not provider.candidates(peer, transport=transport):
-                res = MethodResult(
-                    info.name, transport, "skipped", detail="nothing to try on this machine"
-                )
+                res = MethodResult(info.name, transport, "skipped", detail=_why_idle(info, node))
             else:
                 row = None
                 if table is not None:
@@ -205,6 +203,17 @@ async def _run_methods(
                 table.add(*res.cells(), final=True)
             results.append(res)
     return results
+
+
+def _why_idle(info: object, node: object) -> str:
+    """Why a method had nothing to try here, as far as its record and conf say."""
+    kind = getattr(info, "kind", "")
+    conf = getattr(node, "conf", {})
+    if kind == "punch":
+        return "nothing to punch: no NAT between the peers here (try --lab)"
+    if getattr(info, "name", "") == "turn" and not conf.get("turn_servers"):
+        return "no TURN server (install coturn, or set turn_servers)"
+    return "nothing to try on this machine"
 
 
 def _tick(
