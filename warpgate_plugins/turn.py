@@ -6,7 +6,9 @@ sends the peer a *relay offer* through a signal transport.  The peer runs the or
 UDP link handshake, as initiator, from its listening socket to the relayed address:
 that opens its NAT toward the relay (any NAT, symmetric included, lets the answers in),
 and the connecting side's node answers through the relay and matches the link to its
-attempt by the offer's token.  The link is authenticated both ways and end-to-end
+attempt by the offer's token.  (When the peer's node address does not say which
+address the relay will see it at, the offer asks it first: the peer asks the TURN
+server and answers through signalling.)  The link is authenticated both ways and end-to-end
 encrypted: the relay forwards only ciphertext.  Over TCP (RFC 6062) the peer connects
 to the relayed address and the connecting side runs the TCP link handshake over a
 ConnectionBind data connection.  Relayed UDP links then look for a direct path (see
@@ -150,8 +152,11 @@ class TurnMethod:
         warm, self._warm = self._warm, None
         if warm is None:
             return None
-        if warm.closed or warm.server != server:
-            self._warm = warm if not warm.closed else None
+        if warm.closed:  # lost while waiting (server gone): warm a new one for next time
+            self._start_warming()
+            return None
+        if warm.server != server:
+            self._warm = warm
             return None
         self._start_warming()
         return warm
