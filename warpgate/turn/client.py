@@ -415,6 +415,8 @@ class TurnClient:
             log.exception("TURN data handler failed")
 
     def _socket_error(self, exc: Exception) -> None:
+        if self.closed:
+            return  # our own close (a TCP connection reports it as lost)
         log.info("TURN %s: socket error: %s", _fmt(self.server), exc)
         if isinstance(exc, ConnectionError):
             self._socket_failure = exc
