@@ -368,3 +368,19 @@ async def _allocate_with_patience(server: Coturn) -> TurnClient:
             assert exc.code == 486
             await asyncio.sleep(0.25)
     raise AssertionError("the quota never freed up")
+
+
+async def test_turn_passes_the_traversal_method_conformance_check(coturn: Coturn) -> None:
+    from warpgate.testing.conformance import check_traversal_method
+
+    done = await check_traversal_method(
+        "turn",
+        conf={
+            "turn_servers": [f"{coturn.host}:{coturn.port}"],
+            "turn_username": coturn.username,
+            "turn_password": coturn.password,
+        },
+    )
+    assert "tcp: authenticated link, message round trip" in done
+    assert "udp: authenticated link, message round trip" in done
+    assert "closed without leaving tasks" in done
