@@ -28,8 +28,8 @@ pytestmark = pytest.mark.lab
 
 PUNCHABLE = ("open", "full-cone", "address-restricted", "port-restricted")
 CELLS = list(itertools.combinations_with_replacement(PUNCHABLE, 2))
-ONLY_PUNCH = {"transport": "tcp", "methods": ["tcp_punch"], "timeout": 10}
-EVERY_METHOD = {"transport": "tcp", "timeout": 10}
+ONLY_PUNCH: dict[str, Any] = {"transport": "tcp", "methods": ["tcp_punch"], "timeout": 10}
+EVERY_METHOD: dict[str, Any] = {"transport": "tcp", "timeout": 10}
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=lambda c: "--".join(c))

@@ -16,7 +16,7 @@ from warpgate.connect import ConnectError
 
 pytestmark = pytest.mark.lab
 
-ATTEMPT = {"transport": "tcp", "methods": ["tcp_punch"]}
+ATTEMPT: dict[str, Any] = {"transport": "tcp", "methods": ["tcp_punch"]}
 
 
 async def _peer(

@@ -23,8 +23,8 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from warpgate.link.tcp import LinkConnection, TcpLink
 from warpgate.sansio.link_handshake import LinkHandshake
@@ -218,7 +218,8 @@ def close_quietly(sock: socket.socket | None) -> None:
 
 
 async def first_link(
-    opening: SimultaneousOpen, handshake: Callable[[socket.socket], Awaitable[TcpLink]]
+    opening: SimultaneousOpen,
+    handshake: Callable[[socket.socket], Coroutine[Any, Any, TcpLink]],
 ) -> TcpLink:
     """The responder's side: run ``handshake`` on every connection as it is established
     and keep the first that completes.  (With several predicted ports, the two sides
@@ -236,22 +237,23 @@ async def first_link(
             if not waiting:
                 raise ConnectionError("; ".join(errors) or str(exhausted))
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is getter:
-                    getter = None
-                    if task.exception() is not None:
-                        exhausted = task.exception()
-                    else:
-                        handshakes.add(asyncio.create_task(handshake(task.result())))
-                    continue
-                handshakes.discard(task)  # type: ignore[arg-type]
+            if getter is not None and getter in done:
+                got, getter = getter, None
+                if got.exception() is not None:
+                    exhausted = got.exception()
+                else:
+                    handshakes.add(asyncio.create_task(handshake(got.result())))
+            for task in [t for t in handshakes if t in done]:
+                handshakes.discard(task)
                 if task.exception() is None:
-                    return task.result()  # type: ignore[return-value]
+                    return task.result()
                 errors.append(str(task.exception()))
     finally:
-        leftovers = [*handshakes, *([getter] if getter is not None else [])]
-        for task in leftovers:
-            task.cancel()
+        leftovers: list[asyncio.Task[Any]] = [*handshakes]
+        if getter is not None:
+            leftovers.append(getter)
+        for left in leftovers:
+            left.cancel()
         for result in await asyncio.gather(*leftovers, return_exceptions=True):
             if isinstance(result, socket.socket):
                 result.close()
