@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.lab.punch_helpers import node_conf, run_pair
+from tests.lab.punch_helpers import matrix_try, node_conf, run_pair
 from warpgate import Node, auto_connect
+from warpgate.lab import Host, NatMode, Router, Topology
 from warpgate.sansio.punch_messages import ANSWER
 
 pytestmark = pytest.mark.lab
@@ -123,3 +124,26 @@ async def test_udp_punch_signalled_through_mosquitto(
     ]
     assert complaints == []
     assert any("left a signal message of type 32" in r.getMessage() for r in caplog.records)
+
+
+# --- birthday probing with the port-restricted side asking, over a real WAN delay -------
+
+
+async def test_birthday_with_the_easy_side_asking_and_wan_delay(lab_factory: Any) -> None:
+    """The requester behind the port-restricted NAT may confirm another mapping of the
+    symmetric side than the one that side heard first (a second random probe hits within
+    the round trip); the responder keeps its sockets until the handshake arrives, so
+    every try connects directly (it hung in about 4 tries of 10 before)."""
+    topology = Topology(
+        routers=(
+            Router("nat_a", NatMode.PORT_RESTRICTED, delay_ms=25),
+            Router("nat_b", NatMode.SYMMETRIC, delay_ms=25),
+        ),
+        hosts=(Host("a", "nat_a"), Host("b", "nat_b"), Host("pub")),
+    )
+    lab = lab_factory(topology, servers=True)
+    kwargs = {"transport": "udp", "methods": ["udp_punch"], "timeout": 10}
+    results = [await matrix_try(lab, "a", "b", kwargs=kwargs) for _ in range(5)]
+    for result in results:
+        assert result["ok"] and result["method"] == "udp_punch", result
+        assert result["kind"] == "direct", result
