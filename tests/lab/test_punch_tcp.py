@@ -11,6 +11,8 @@ at it and ``tcp_punch`` offers no candidate at all (a relay's job; see test_turn
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import itertools
 import socket
 import time
@@ -18,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab.punch_helpers import node_conf, run_pair
+from tests.lab.punch_helpers import node_conf, open_fds, run_pair
 from warpgate import Node, auto_connect
 from warpgate.connect import ConnectError
 from warpgate.lab import Host, Router, Topology, two_nat
@@ -113,3 +115,54 @@ def test_routers_drop_unsolicited_tcp_unless_built_to_reset(lab_factory: Any) ->
     assert outcome == {"nat_a": "dropped", "nat_b": "reset"}
     # The UDP behaviour is the same either way.
     assert {r.verdict for r in lab.probe(["a", "b"]).values()} == {("EIM", "APDF")}
+
+
+async def _accept_two(
+    stun: str, address: concurrent.futures.Future[bytes], done: concurrent.futures.Future[bool]
+) -> list[str]:
+    async with Node(port=0, conf=node_conf("srv", stun)) as node:
+        await node.start()
+        address.set_result(node.address())
+        links = [await node.accept(timeout=15), await node.accept(timeout=15)]
+        for link in links:
+            await link.send(b"echo:" + await link.recv(timeout=15))
+        await asyncio.wrap_future(done)
+        return [str(link.path) for link in links]
+
+
+async def _dial_two(
+    stun: str, address: concurrent.futures.Future[bytes], done: concurrent.futures.Future[bool]
+) -> list[tuple[str, str]]:
+    try:
+        async with Node(port=0, conf=node_conf("cli", stun)) as node:
+            await node.start()
+            peer = await asyncio.wrap_future(address)
+            before = open_fds()
+            made = await asyncio.gather(
+                auto_connect(node, peer, **ONLY_PUNCH), auto_connect(node, peer, **ONLY_PUNCH)
+            )
+            out = []
+            for link, method in made:
+                await link.send(b"hi")
+                out.append((method, (await link.recv(timeout=15)).decode()))
+                await link.close("done")
+            await asyncio.sleep(0.2)
+            assert open_fds() <= before
+            return out
+    finally:
+        done.set_result(True)
+
+
+async def test_two_punched_links_to_one_peer_at_once(lab_factory: Any) -> None:
+    """Each session has its own port, so two punches between the same two nodes at the
+    same time get two connections (one 4-tuple per node pair could carry only one)."""
+    lab = lab_factory(two_nat("port-restricted", "port-restricted", upnp=False), servers=True)
+    stun = f"{lab.servers['stun']['host']}:{lab.servers['stun']['port']}"
+    address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+    done: concurrent.futures.Future[bool] = concurrent.futures.Future()
+    served, dialled = await asyncio.gather(
+        lab.arun("b", _accept_two, stun, address, done, timeout=60),
+        lab.arun("a", _dial_two, stun, address, done, timeout=60),
+    )
+    assert dialled == [("tcp_punch", "echo:hi")] * 2
+    assert len(set(served)) == 2, served  # two distinct connections
