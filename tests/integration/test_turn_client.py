@@ -6,9 +6,13 @@ gone mid-allocation -- each a clear error in bounded time."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -267,3 +271,39 @@ async def test_tcp_control_connection_lost_closes_the_allocation() -> None:
     finally:
         await client.aclose()
         ctx.__exit__(None, None, None)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+def test_loopback_coturn_does_not_outlive_a_killed_user(tmp_path: Path) -> None:
+    """A process that starts a loopback coturn and is killed (no cleanup runs) leaves no
+    coturn running: the server gets SIGTERM when its starter dies."""
+    code = (
+        "import os\n"
+        "from warpgate.turn.coturn import loopback_coturn\n"
+        "server = loopback_coturn().__enter__()\n"
+        "print(server.process.pid, flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the starter did not run")
+    if "CoturnUnavailable" in out.stderr:
+        pytest.skip(out.stderr.strip().splitlines()[-1])
+    pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _running(pid):
+        time.sleep(0.05)
+    assert not _running(pid), f"coturn {pid} outlived the process that started it"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a dead child waiting for init to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -223,3 +223,76 @@ async def test_relay_going_away_closes_the_link_with_a_reason(lab_factory: Any) 
     )
     assert used["closed"] and "relay lost" in used["reason"], used
     assert used["took"] < 7  # keepalive 1 s + request timeout 2 s, and slack for load
+
+
+async def test_allocation_quota_reached_is_a_clear_error(lab_factory: Any, tmp_path: Any) -> None:
+    """A second coturn, on the public host ``pub``, allows one allocation per user: the
+    first relayed link takes it, a second connect fails at once saying so."""
+    from warpgate.stun import StunUnavailable, stun_binding
+    from warpgate.turn.coturn import find_turnserver, write_config
+
+    lab = lab_factory(("symmetric", "symmetric"))
+    stun = lab.servers["stun"]
+    ip, port = lab.address("pub"), 3479
+    config = write_config(
+        tmp_path,
+        ip=ip,
+        port=port,
+        username=stun["username"],
+        password=stun["password"],
+        realm=stun["realm"],
+        user_quota=1,
+    )
+    lab.spawn("pub", [find_turnserver(), "-c", str(config)])
+
+    async def wait_ready() -> bool:
+        for _ in range(100):  # bounded: about 10 s
+            try:
+                await stun_binding((ip, port), timeout=0.1)
+                return True
+            except StunUnavailable:
+                await asyncio.sleep(0.05)
+        return False
+
+    assert await lab.arun("a", wait_ready, timeout=30), "the quota coturn did not start"
+    quota_conf = {"turn_servers": [f"{ip}:{port}"]}
+    address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+    finished: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    async def hold(lab: Any, name: str) -> None:
+        async with Node(port=0, conf=conf(lab, name, **quota_conf)) as node:
+            await node.start()
+            address.set_result(node.address())
+            await asyncio.wait_for(asyncio.wrap_future(finished), 30)
+
+    async def twice(lab: Any, name: str) -> dict[str, Any]:
+        try:
+            return await _twice(lab, name)
+        finally:
+            finished.set_result(None)
+
+    async def _twice(lab: Any, name: str) -> dict[str, Any]:
+        async with Node(port=0, conf=conf(lab, name, **quota_conf)) as node:
+            await node.start()
+            peer = await asyncio.wrap_future(address)
+            link, _ = await auto_connect(
+                node, peer, methods=["turn"], transport="udp", timeout=TIMEOUT
+            )
+            begin = time.monotonic()
+            try:
+                await auto_connect(node, peer, methods=["turn"], transport="udp", timeout=TIMEOUT)
+            except ConnectError as exc:
+                return {
+                    "first": link.path.kind,
+                    "error": str(exc),
+                    "took": time.monotonic() - begin,
+                }
+            return {"first": link.path.kind, "error": "", "took": 0.0}
+
+    _held, out = await asyncio.gather(
+        lab.arun("b", hold, lab, "held", timeout=40),
+        lab.arun("a", twice, lab, "cli", timeout=40),
+    )
+    assert out["first"] == "relay"
+    assert "486 allocation quota reached" in out["error"], out
+    assert out["took"] < 3
