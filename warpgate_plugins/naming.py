@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import TYPE_CHECKING
 
+from warpgate.errors import WarpgateError
 from warpgate.plugin import hookimpl
 from warpgate.plugin.stack import start_providers
 
@@ -13,6 +15,11 @@ if TYPE_CHECKING:
     from warpgate.node.node import Node
 
 log = logging.getLogger(__name__)
+
+# The address each node's nickname was registered with in phase 10.  The address is
+# only final after phase 12 (STUN mappings, port mappings), so it is published again
+# then if it changed: a record without the external address cannot be punched to.
+_registered_address: weakref.WeakKeyDictionary[Node, bytes] = weakref.WeakKeyDictionary()
 
 
 @hookimpl(trylast=True)
@@ -27,4 +34,20 @@ async def warpgate_setup_nickname_service(node: Node) -> str:
         )
         return "unavailable"
     full = await node.nickname(node.conf["identity_name"])
+    if full:
+        _registered_address[node] = node.address()
     return full
+
+
+@hookimpl
+def warpgate_node_started(node: Node) -> None:
+    registered = _registered_address.pop(node, None)
+    if registered is not None and registered != node.address():
+        node.spawn(_publish_final_address(node), name="nickname: publish the final address")
+
+
+async def _publish_final_address(node: Node) -> None:
+    try:
+        await node.nickname(node.conf["identity_name"])
+    except (WarpgateError, LookupError, OSError) as exc:
+        log.warning("could not update the nickname record with the final address: %s", exc)

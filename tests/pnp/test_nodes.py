@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 
 from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
 from warpgate.errors import UnavailableError
+from warpgate.plugin import hookimpl
 from warpgate.pnp.client import NameTakenError
 from warpgate.pnp.server import PnpServer
 from warpgate_plugins.pnp import PnpNames, tld_for
@@ -106,3 +108,35 @@ def test_tld_mapping() -> None:
     assert tld_for([("a", 1)]) == "p2p"
     assert tld_for([("a", 1), ("b", 2)]) == "peer"
     assert PnpNames.name == "pnp"
+
+
+class _AddressChangesAfterRegistration:
+    """Stands for what phase 12 does on a real network (STUN and port mappings land in
+    the address after the nickname was registered in phase 10)."""
+
+    @hookimpl(tryfirst=True)
+    async def warpgate_setup_traversal_plugins(self, node: Node) -> None:
+        from warpgate.sansio.address import Hint, HintKind
+        from warpgate_plugins.address import encode_address
+
+        node.address_hints.append(Hint(HintKind.SIGNAL, "mqtt://198.51.100.7:1883"))
+        node.addr_bytes = encode_address(node)
+        # None: the built-in phase 11 still runs
+
+
+async def test_the_record_gets_the_final_address(server: PnpServer) -> None:
+    async with (
+        Node(
+            ip="127.0.0.1",
+            port=0,
+            conf=conf("carol", server.port),
+            plugins=[_AddressChangesAfterRegistration()],
+        ) as c,
+        Node(ip="127.0.0.1", port=0, conf=conf("dan", server.port)) as d,
+    ):
+        await c.start()
+        await d.start()
+        async with asyncio.timeout(5):
+            while await d.name_services["pnp"].resolve("carol") != c.address():  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        assert b"198.51.100.7" in await d.name_services["pnp"].resolve("carol")
