@@ -12,6 +12,9 @@ links, the lab's coturn as TURN server), measured in the same run:
 * **throughput**: 1,100-byte messages a -> pub over a UDP link, direct vs through the
   relay; goodput is what the receiver got per second (first to last message).  Target:
   relayed >= 50% of direct.
+* **relay-first upgrade** (a second lab, both NATs port-restricted, same delay): how
+  long a relay-first link takes to exist and then to send on the proven direct path
+  (information; no target).
 
 The lab is always torn down; nothing is asserted.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import statistics
 import sys
 import time
@@ -155,6 +159,60 @@ def run_pair(
     return asyncio.run(both())
 
 
+async def upgrade_responder(
+    lab: Lab, address_out: concurrent.futures.Future[bytes], runs: int
+) -> None:
+    async with Node(port=0, conf=conf(lab, "up-b", relay_first=True)) as node:
+        await node.start()
+        address_out.set_result(node.address())
+        for _ in range(runs):
+            link = await node.accept(timeout=60)
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await link.recv(timeout=30)  # until the dialler closes
+
+
+async def upgrade_dialler(
+    lab: Lab, address_in: concurrent.futures.Future[bytes], runs: int
+) -> list[dict[str, float]]:
+    """Relay-first connects; how long until this end sends on the proven direct path."""
+    out = []
+    async with Node(port=0, conf=conf(lab, "up-a", relay_first=True)) as node:
+        await node.start()
+        await asyncio.sleep(0.5)  # the warm allocation
+        address = await asyncio.wrap_future(address_in)
+        for _ in range(runs):
+            begin = time.perf_counter()
+            link, _ = await auto_connect(node, address, methods=["turn"], transport="udp")
+            connected = time.perf_counter() - begin
+            for _ in range(1000):  # bounded: 10 s
+                if link.path.kind == "direct":
+                    break
+                await asyncio.sleep(0.01)
+            direct = time.perf_counter() - begin if link.path.kind == "direct" else float("nan")
+            rtt_direct = statistics.median([await link.ping(timeout=5) for _ in range(5)])
+            await link.close()
+            out.append({"connect": connected, "direct": direct, "rtt_direct": rtt_direct})
+            await asyncio.sleep(0.5)  # the next warm allocation
+    return out
+
+
+def run_upgrades(delay_ms: float, runs: int) -> list[dict[str, float]]:
+    topology = two_nat("port-restricted", "port-restricted").with_delay(
+        {"nat_a": (delay_ms, 0.0), "nat_b": (delay_ms, 0.0)}
+    )
+    with Lab(topology) as lab:
+        address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+
+        async def both() -> list[dict[str, float]]:
+            _, res = await asyncio.gather(
+                lab.arun("b", upgrade_responder, lab, address, runs, timeout=300),
+                lab.arun("a", upgrade_dialler, lab, address, runs, timeout=300),
+            )
+            return res
+
+        return asyncio.run(both())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
@@ -215,6 +273,18 @@ def main() -> int:
     share = relay / direct
     verdict = "met" if share >= 0.5 else "MISSED"
     print(f"relayed / direct goodput: {share:.0%} (target >= 50%: {verdict})")
+    upgrades = run_upgrades(args.delay_ms, min(args.runs, 5))
+    print("\nrelay-first upgrade, port-restricted <-> port-restricted (second lab):")
+    for u in upgrades:
+        print(
+            f"  relayed link in {u['connect'] * 1000:6.1f} ms, sending direct after "
+            f"{u['direct'] * 1000:6.1f} ms; direct RTT {u['rtt_direct'] * 1000:5.1f} ms"
+        )
+    connect = statistics.median(u["connect"] for u in upgrades)
+    direct = statistics.median(u["direct"] for u in upgrades)
+    print(
+        f"median: relayed link after {connect * 1000:.1f} ms, direct after {direct * 1000:.1f} ms"
+    )
     return 0
 
 
