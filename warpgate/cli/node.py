@@ -61,10 +61,11 @@ async def _run(args: argparse.Namespace) -> int:
         if args.address_file:
             args.address_file.write_bytes(node.address())
             print(f"address written to {args.address_file}")
-        print("serving; press Ctrl-C to stop", flush=True)
+        # Handlers first: whoever reads "serving" may press Ctrl-C at once.
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows
                 loop.add_signal_handler(sig, node.request_stop)
+        print("serving; press Ctrl-C to stop", flush=True)
         await node.wait_stopped()
     print("stopped", file=sys.stderr)
     return 0
