@@ -19,13 +19,18 @@ Reported per variant and schedule: successes, and the median and max time from
 round trip a <-> b (4 delayed hops), so results read as multiples of it.
 
     python -m benchmarks.bench_punch_tcp [--tries 12] [--delay-ms 25] [--timeout 10]
-        [--json out.json]
+        [--json out.json] [--matrix]
+
+``--matrix``: ``tcp_punch`` alone with the default schedule on every TCP-punchable pair
+of NAT modes (open, full cone, address-restricted, port-restricted: 10 cells),
+``--tries`` per cell, the requester alternating between the hosts.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import sys
@@ -39,13 +44,16 @@ from warpgate.lab import Host, Lab, Router, Topology
 from warpgate.lab.topology import NatMode
 
 BROKER = "mqtt://198.51.100.1:1883"
+PUNCHABLE = ("open", "full-cone", "address-restricted", "port-restricted")
 
 
-def topology(delay_ms: float, reset: bool) -> Topology:
+def topology(
+    delay_ms: float, reset: bool, modes: tuple[str, str] = ("port-restricted",) * 2
+) -> Topology:
     return Topology(
         routers=tuple(
-            Router(name, NatMode.PORT_RESTRICTED, delay_ms=delay_ms, tcp_reset=reset)
-            for name in ("nat_a", "nat_b")
+            Router(name, NatMode(mode), delay_ms=delay_ms, tcp_reset=reset)
+            for name, mode in zip(("nat_a", "nat_b"), modes, strict=True)
         ),
         hosts=(Host("a", "nat_a"), Host("b", "nat_b"), Host("pub")),
     )
@@ -89,14 +97,41 @@ async def run(tries: int, delay_ms: float, timeout: float) -> dict[str, Any]:
     return out
 
 
+async def run_matrix(tries: int, delay_ms: float, timeout: float) -> dict[str, Any]:
+    """``tcp_punch`` alone on every TCP-punchable pair of NAT modes, default schedule,
+    the requester alternating between the hosts."""
+    out: dict[str, Any] = {"tries": tries, "delay_ms": delay_ms, "wan_rtt_ms": 4 * delay_ms}
+    for cell in itertools.combinations_with_replacement(PUNCHABLE, 2):
+        with Lab(topology(delay_ms, False, cell), servers=True) as lab:
+            extra = conf(lab, "rtt")
+            attempt = {"transport": "tcp", "methods": ["tcp_punch"], "timeout": timeout}
+            half = [attempt] * ((tries + 1) // 2)
+            _s, forward = await run_pair(lab, half, server_extra=extra, client_extra=extra)
+            _s, backward = await run_pair(
+                lab,
+                [attempt] * (tries // 2),
+                server_host="a",
+                client_host="b",
+                server_extra=extra,
+                client_extra=extra,
+            )
+            out["--".join(cell)] = summary(forward + backward)
+            print(cell, out["--".join(cell)], flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tries", type=int, default=12)
     parser.add_argument("--delay-ms", type=float, default=25.0)
     parser.add_argument("--timeout", type=float, default=10.0, help="per try, seconds")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--matrix", action="store_true", help="every TCP-punchable pair of NAT modes instead"
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args.tries, args.delay_ms, args.timeout))
+    bench = run_matrix if args.matrix else run
+    result = asyncio.run(bench(args.tries, args.delay_ms, args.timeout))
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
