@@ -1,6 +1,7 @@
 """The simultaneous-open machinery of ``tcp_punch`` on loopback (no lab needed): both
 ends meet on one connection, a stray connection from another address is closed and
-counted, a target that refuses fails within the deadline, and no socket is left."""
+counted, a target that refuses fails within the deadline, and no socket is left; and
+where the peer aims, from the endpoint a session announces."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import socket
 
 from tests.lab.punch_helpers import open_fds
 from warpgate.punch.tcp import SimultaneousOpen, listening_socket
+from warpgate.punch.tcp_method import session_endpoint
+from warpgate.sansio.address import NatType, PortAllocation
+from warpgate.sansio.punch_messages import Endpoint, PunchTransport
+from warpgate.sansio.punch_plan import Strategy, plan
 
 
 def _port(sock: socket.socket) -> int:
@@ -82,3 +87,18 @@ async def test_a_peer_that_never_opens_fails_within_the_deadline() -> None:
             await opening.aclose()
         assert loop.time() - begin < 1.5
     assert open_fds() <= before
+
+
+def test_the_peer_aims_at_the_session_port_or_the_sequential_prediction() -> None:
+    mine = Endpoint("203.0.113.5", 40000, 40000, NatType.PORT_RESTRICTED)
+    peer = [Endpoint("198.51.100.130", 1000, 1000, NatType.PORT_RESTRICTED)]
+    announced = session_endpoint(mine, 52000)
+    got = plan(peer, [announced], PunchTransport.TCP)
+    assert got.strategy is Strategy.SIMULTANEOUS_OPEN
+    assert got.targets == (("203.0.113.5", 52000),)  # a port-preserving NAT keeps it
+    # Behind a sequential allocator the fresh port says nothing: the peer predicts from
+    # the mapping STUN saw (40100) and the step (+2).
+    seq = Endpoint("203.0.113.5", 40100, 40000, NatType.SYMMETRIC, PortAllocation.SEQUENTIAL, 2)
+    got = plan(peer, [session_endpoint(seq, 52000)], PunchTransport.TCP)
+    assert got.strategy is Strategy.SIMULTANEOUS_OPEN
+    assert got.targets[:2] == (("203.0.113.5", 40100), ("203.0.113.5", 40102))

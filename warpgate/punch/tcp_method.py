@@ -81,13 +81,17 @@ class _TcpCoordinator(Coordinator):
         listener = ipv4_listener(self.node, ep.local_port)
         holder.close()
         holder.sock = listening_socket(str(listener.ip))
-        port = holder.sock.getsockname()[1]
-        if ep.allocation == PortAllocation.SEQUENTIAL:
-            # The peer predicts from the last mapping STUN saw plus the NAT's step
-            # (punch_plan.predicted_ports): keep it.
-            return [dataclasses.replace(ep, local_port=port)]
-        # A port-preserving NAT maps the fresh port to the same external port.
-        return [dataclasses.replace(ep, ext_port=port, local_port=port)]
+        return [session_endpoint(ep, holder.sock.getsockname()[1])]
+
+
+def session_endpoint(ep: Endpoint, port: int) -> Endpoint:
+    """``ep`` as announced for a session whose socket has local ``port``."""
+    if ep.allocation == PortAllocation.SEQUENTIAL:
+        # The peer predicts from the last mapping STUN saw plus the NAT's step
+        # (punch_plan.predicted_ports): keep it.
+        return dataclasses.replace(ep, local_port=port)
+    # A port-preserving NAT maps the fresh port to the same external port.
+    return dataclasses.replace(ep, ext_port=port, local_port=port)
 
 
 class TcpPunchMethod(PunchMethod):
