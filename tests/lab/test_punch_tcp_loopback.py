@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from ipaddress import ip_address
 
 from tests.lab.punch_helpers import open_fds
 from warpgate.punch.tcp import SimultaneousOpen, listening_socket
@@ -90,8 +91,8 @@ async def test_a_peer_that_never_opens_fails_within_the_deadline() -> None:
 
 
 def test_the_peer_aims_at_the_session_port_or_the_sequential_prediction() -> None:
-    mine = Endpoint("203.0.113.5", 40000, 40000, NatType.PORT_RESTRICTED)
-    peer = [Endpoint("198.51.100.130", 1000, 1000, NatType.PORT_RESTRICTED)]
+    mine = Endpoint(ip_address("203.0.113.5"), 40000, 40000, NatType.PORT_RESTRICTED)
+    peer = [Endpoint(ip_address("198.51.100.130"), 1000, 1000, NatType.PORT_RESTRICTED)]
     announced = session_endpoint(mine, 52000)
     got = plan(peer, [announced], PunchTransport.TCP)
     assert got.strategy is Strategy.SIMULTANEOUS_OPEN
