@@ -99,7 +99,9 @@ def test_the_peer_aims_at_the_session_port_or_the_sequential_prediction() -> Non
     assert got.targets == (("203.0.113.5", 52000),)  # a port-preserving NAT keeps it
     # Behind a sequential allocator the fresh port says nothing: the peer predicts from
     # the mapping STUN saw (40100) and the step (+2).
-    seq = Endpoint("203.0.113.5", 40100, 40000, NatType.SYMMETRIC, PortAllocation.SEQUENTIAL, 2)
+    seq = Endpoint(
+        ip_address("203.0.113.5"), 40100, 40000, NatType.SYMMETRIC, PortAllocation.SEQUENTIAL, 2
+    )
     got = plan(peer, [session_endpoint(seq, 52000)], PunchTransport.TCP)
     assert got.strategy is Strategy.SIMULTANEOUS_OPEN
     assert got.targets[:2] == (("203.0.113.5", 40100), ("203.0.113.5", 40102))
