@@ -12,8 +12,9 @@ started by this script, play the crowd and the attackers:
   the Noise work of an answer and a half-open handshake slot).
 
 Phases: baseline (hub and peer alone), crowd (links idle), crowd + flood.  For each:
-median and 99th-percentile echo round trip of 64-byte messages over the peer's link, and
-the ratio to the baseline; the hub process's peak RSS (``resource.getrusage``); what the
+median and 99th-percentile echo round trip of 64-byte messages over the peer's TCP link
+(and, alone and under the flood, over a UDP link too, with the rounds lost), and the ratio
+to the baseline of the same transport; the hub process's peak RSS (``resource.getrusage``); what the
 hub dropped.  Prints numbers; asserts nothing.
 
     python benchmarks/bench_load.py [--links 1000] [--rounds 400] [--flood-seconds 8]
@@ -131,6 +132,24 @@ async def echo_rounds(link: Any, rounds: int) -> list[float]:
     return times
 
 
+async def udp_echo_rounds(link: Any, rounds: int) -> tuple[list[float], int]:
+    """Like :func:`echo_rounds` over a UDP link, which may lose messages: a round whose
+    echo is not back within 0.5 s counts as lost (late echoes are skipped)."""
+    times, lost = [], 0
+    for i in range(rounds):
+        payload = i.to_bytes(4, "big") + b"x" * 60
+        begin = time.perf_counter()
+        await link.send(payload)
+        try:
+            async with asyncio.timeout(0.5):
+                while await link.recv() != payload:
+                    pass
+            times.append(time.perf_counter() - begin)
+        except TimeoutError:
+            lost += 1
+    return times, lost
+
+
 def summary(times: list[float]) -> tuple[float, float]:
     ordered = sorted(times)
     return statistics.median(ordered) * 1e3, ordered[int(len(ordered) * 0.99) - 1] * 1e3
@@ -173,11 +192,15 @@ async def main(links: int, rounds: int, flood_seconds: float, tcp_conns: int) ->
         echoes: set[asyncio.Task[None]] = set()
         server = asyncio.create_task(serve())
         link, _ = await auto_connect(peer, hub.address(), methods=["direct"])
+        ulink, _ = await auto_connect(peer, hub.address(), methods=["direct"], transport="udp")
         await echo_rounds(link, 50)  # warm-up
+        await udp_echo_rounds(ulink, 50)
         rows = []
 
         base = await echo_rounds(link, rounds)
         rows.append(("baseline (hub + peer)", base, peak_rss_mib(), {}))
+        ubase, ulost = await udp_echo_rounds(ulink, rounds)
+        rows.append(("  same, over a UDP link", ubase, peak_rss_mib(), {"lost": ulost}))
 
         started = time.perf_counter()
         crowd_proc = spawn("crowd", hub.address().hex(), str(links))
@@ -198,6 +221,7 @@ async def main(links: int, rounds: int, flood_seconds: float, tcp_conns: int) ->
         ]
         await asyncio.sleep(1.0)  # let the flood build up
         flooded = await echo_rounds(link, rounds)
+        uflooded, uflood_lost = await udp_echo_rounds(ulink, rounds)
         flood_reports = [(await asyncio.to_thread(p.communicate))[0].strip() for p in floods]
         listener = hub.listeners[0]
         udp_queue_drops = listener.udp_protocol.dropped if listener.udp_protocol else 0
@@ -210,6 +234,7 @@ async def main(links: int, rounds: int, flood_seconds: float, tcp_conns: int) ->
         rows.append(
             (f"{links} links + TCP and UDP garbage flood", flooded, peak_rss_mib(), dropped)
         )
+        rows.append(("  same, over a UDP link", uflooded, peak_rss_mib(), {"lost": uflood_lost}))
 
         alive = sum(not inbound.closed for inbound in accepted)
         assert crowd_proc.stdin is not None
@@ -218,6 +243,7 @@ async def main(links: int, rounds: int, flood_seconds: float, tcp_conns: int) ->
         server.cancel()
 
     base_median = summary(base)[0]
+    ubase_median = summary(ubase)[0]
     print(
         f"crowd: {line.strip()} links opened in {crowd_open:.1f} s; hub links still open "
         f"after the flood: {alive}"
@@ -229,7 +255,8 @@ async def main(links: int, rounds: int, flood_seconds: float, tcp_conns: int) ->
     )
     for name, times, rss, extra in rows:
         median, p99 = summary(times)
-        print(f"{name:42} {median:10.3f} {p99:8.3f} {median / base_median:10.2f} {rss:17.1f}")
+        ref = ubase_median if "UDP link" in name else base_median
+        print(f"{name:42} {median:10.3f} {p99:8.3f} {median / ref:10.2f} {rss:17.1f}")
         for key, value in extra.items():
             print(f"    {key}: {value}")
 
