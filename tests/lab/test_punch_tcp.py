@@ -14,7 +14,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import json
+import re
 import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -25,6 +29,7 @@ from warpgate import Node, auto_connect
 from warpgate.connect import ConnectError
 from warpgate.lab import Host, Router, Topology, two_nat
 from warpgate.lab.topology import NatMode
+from warpgate.testing.pytest_plugin import require_lab
 
 pytestmark = pytest.mark.lab
 
@@ -166,3 +171,32 @@ async def test_two_punched_links_to_one_peer_at_once(lab_factory: Any) -> None:
     )
     assert dialled == [("tcp_punch", "echo:hi")] * 2
     assert len(set(served)) == 2, served  # two distinct connections
+
+
+def test_lab_cli_builds_the_reset_variant() -> None:
+    """``warpgate lab up --tcp-reset ROUTER`` (the documented way to get it by hand)."""
+    require_lab(servers=False)
+    argv = [sys.executable, "-m", "warpgate.lab.cli", "lab"]
+    up = subprocess.run(
+        [*argv, "up", "two-nat", "--no-servers", "--no-probe", "--tcp-reset", "nat_b"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    match = re.search(r"lab (wgl[0-9a-f]{6}) up", up.stdout)
+    assert match, up.stdout + up.stderr
+    prefix = match.group(1)
+    try:
+        assert "TCP reset" in up.stdout
+        status = subprocess.run(
+            [*argv, "status", "--json", "--no-probe", "--prefix", prefix],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        routers = json.loads(status.stdout)["routers"]
+        assert (routers["nat_a"]["tcp_reset"], routers["nat_b"]["tcp_reset"]) == (False, True)
+    finally:
+        subprocess.run([*argv, "down", "--prefix", prefix], timeout=120, check=False)

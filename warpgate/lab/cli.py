@@ -60,6 +60,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise WarpgateError("--jitter ROUTER=MS needs a --delay for the same router")
     topo = topo.with_delay({k: (d, jitters.get(k, 0.0)) for k, d in delays.items()})
     topo = topo.with_hairpin(args.hairpin)
+    topo = topo.with_tcp_reset(args.tcp_reset)
     # SIGTERM as well as Ctrl-C must tear a half-built lab down.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -126,6 +127,7 @@ def _print_status(status: dict[str, Any]) -> None:
             loss += f", delay {r['delay_ms']:g}±{r['jitter_ms']:g} ms"
         upnp = ", UPnP" if r["upnp"] else ""
         upnp += ", hairpin" if r.get("hairpin") else ""
+        upnp += ", TCP reset" if r.get("tcp_reset") else ""
         print(
             f"  router {name:<8} {r['mode']:<19} wan {r['wan_address']:<15} "
             f"lan {r['lan']}{behind}{loss}{upnp}"
@@ -214,6 +216,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         default=[],
         metavar="ROUTER",
         help="switch hairpinning on (full-cone, address- or port-restricted routers)",
+    )
+    up.add_argument(
+        "--tcp-reset",
+        action="append",
+        default=[],
+        metavar="ROUTER",
+        help="answer unsolicited inbound TCP with a reset instead of dropping it",
     )
     up.add_argument("--no-servers", action="store_true", help="NATs only, no servers")
     up.add_argument("--no-probe", action="store_true", help="skip the NAT probe")

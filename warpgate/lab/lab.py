@@ -631,6 +631,7 @@ class Lab:
                 "delay_ms": r.delay_ms,
                 "jitter_ms": r.jitter_ms,
                 "hairpin": r.hairpin,
+                "tcp_reset": r.tcp_reset,
             }
             for r in self.topology.routers
         }

@@ -161,6 +161,19 @@ class Topology:
             ),
         )
 
+    def with_tcp_reset(self, routers: Iterable[str]) -> Topology:
+        """A copy whose ``routers`` answer unsolicited inbound TCP with a reset."""
+        names = set(routers)
+        for name in names:
+            self.router(name)
+        return dataclasses.replace(
+            self,
+            routers=tuple(
+                dataclasses.replace(r, tcp_reset=True) if r.name in names else r
+                for r in self.routers
+            ),
+        )
+
     def with_delay(self, delays: Mapping[str, tuple[float, float]]) -> Topology:
         """A copy with per-router WAN ``(delay_ms, jitter_ms)`` replaced."""
         for name in delays:
