@@ -34,8 +34,10 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from warpgate.connect import auto_connect
 from warpgate.errors import AddressError, WarpgateError
 from warpgate.interfaces import Candidate, Transport
+from warpgate.link.link import LinkClosed
 from warpgate.link.tcp import LinkConnection
 from warpgate.link.udp import UdpLink
 from warpgate.plugin import hookimpl
@@ -57,6 +59,7 @@ from warpgate.stun.node_binding import binding_from_listener, parse_server, reso
 from warpgate.turn.addresses import direct_candidates, listener_for, permit_ips, relay_can_see
 from warpgate.turn.client import TurnClient
 from warpgate.turn.endpoint import RelayEndpoint
+from warpgate.turn.migrate import DIRECT_WAIT, MigratingLink
 from warpgate.turn.tcp_relay import open_data_connection
 from warpgate.turn.upgrade import PathUpgrade
 
@@ -301,7 +304,11 @@ class TurnMethod:
             begin = time.perf_counter()
             await client.allocate()
             allocated = time.perf_counter() - begin
-            offer = RelayOffer(secrets.token_bytes(16), client.relayed, "tcp").encode()
+            token = secrets.token_bytes(16)
+            migratable = bool(conf["turn_upgrade"]) and "direct" in node.traversal_methods
+            offer = RelayOffer(
+                token, client.relayed, "tcp", node.address(), migratable=migratable
+            ).encode()
             # Permission first: coturn's relayed TCP socket accepts any connection at the
             # TCP level and closes one from an unpermitted peer afterwards, so the peer
             # could not tell "too early" from "connected" and would not retry.
@@ -315,7 +322,8 @@ class TurnMethod:
                 node.link_identity,
                 initiator=True,
                 expected_identity=peer.public_key,
-                intent=intent,
+                # A migratable link is matched by the peer to its offer by the token.
+                intent=token if migratable else intent,
                 plaintext=not conf["link_encryption"],
             )
             transport, conn = await loop.create_connection(
@@ -331,7 +339,34 @@ class TurnMethod:
         link.path = dataclasses.replace(link.path, relayed=True)
         self.last_timing = {"allocate": allocated, "total": time.perf_counter() - begin}
         self._tie(link, client, client.aclose)
-        return link
+        if not migratable:
+            return link
+        wrapper = MigratingLink(node, link)
+        node.spawn(self._move_to_direct(wrapper, peer, token), name="relay-first stream")
+        return wrapper
+
+    async def _move_to_direct(
+        self, wrapper: MigratingLink, peer: NodeAddress, token: bytes
+    ) -> None:
+        """Dial the peer directly in the background; when that works, move the relayed
+        stream link onto it."""
+        try:
+            direct, _ = await auto_connect(
+                self.node,
+                peer,
+                methods=["direct"],
+                transport="tcp",
+                intent=direct_intent(token),
+                timeout=float(self.node.conf["connect_timeout"]),
+            )
+        except (WarpgateError, OSError) as exc:
+            log.info("relayed stream link to %s stays relayed: %s", peer.public_key.hex()[:16], exc)
+            return
+        wrapper.offer_direct(direct)
+        try:
+            await wrapper.switch_sending()
+        except (TimeoutError, LinkClosed, ConnectionError) as exc:
+            log.info("relayed stream link could not move: %s", exc)
 
     async def _permit(self, client: TurnClient, peer: NodeAddress) -> None:
         ips = permit_ips(peer)
@@ -505,25 +540,65 @@ class TurnMethod:
         the link handshake the offering side starts over its data connection.  A
         refused connection (our IP not permitted yet) is retried on a schedule."""
         self._remember(offer.relayed)
+        node = self.node
         loop = asyncio.get_running_loop()
+        # A migratable link is taken here, wrapped, and offered to accept() as the wrapper;
+        # the direct link that comes later (by its own intent) is taken for the wrapper.
+        relayed = node.expect_inbound(offer.token) if offer.migratable else None
+        direct = node.expect_inbound(direct_intent(offer.token)) if offer.migratable else None
         begin = time.monotonic()
         last: Exception | None = None
-        for at in CONNECT_SCHEDULE:
-            delay = at - (time.monotonic() - begin)
-            if delay > 0:
-                await asyncio.sleep(delay)
-            try:
-                async with asyncio.timeout(float(self.node.conf["turn_timeout"])):
-                    await loop.create_connection(self.node.tcp_protocol_factory(), *offer.relayed)
+        try:
+            for at in CONNECT_SCHEDULE:
+                delay = at - (time.monotonic() - begin)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                try:
+                    async with asyncio.timeout(float(node.conf["turn_timeout"])):
+                        await loop.create_connection(node.tcp_protocol_factory(), *offer.relayed)
+                    break
+                except (OSError, TimeoutError) as exc:
+                    last = exc
+            else:
+                log.info("relay offer: could not connect to %s: %s", offer.relayed, last)
                 return
-            except (OSError, TimeoutError) as exc:
-                last = exc
-        log.info("relay offer: could not connect to %s: %s", offer.relayed, last)
+            if relayed is None or direct is None:
+                return
+            async with asyncio.timeout(float(node.conf["handshake_timeout"])):
+                inner = await relayed
+            wrapper = MigratingLink(node, inner)
+            node.adopt_link(wrapper, inbound=True)
+            # The wait for the direct link is the wrapper's, not this offer's (which
+            # counts against MAX_PROBING).
+            node.spawn(_hand_direct(wrapper, direct, node), name="await direct link")
+            direct = None
+        except TimeoutError:
+            log.info("relay offer %s: no relayed link in time", offer.relayed)
+        finally:
+            for fut in (relayed, direct):
+                if fut is not None:
+                    fut.cancel()
 
     def _remember(self, relayed: tuple[str, int]) -> None:
         now = time.monotonic()
         self.probed = {a: t for a, t in self.probed.items() if now - t < RELAY_MEMORY}
         self.probed[relayed] = now
+
+
+async def _hand_direct(wrapper: MigratingLink, direct: asyncio.Future[Link], node: Node) -> None:
+    """Give the wrapper the direct link the offerer dials, if it comes (bounded)."""
+    try:
+        async with asyncio.timeout(float(node.conf["connect_timeout"]) + DIRECT_WAIT):
+            wrapper.offer_direct(await direct)
+    except TimeoutError:
+        log.info("relayed stream link from %s stays relayed", wrapper.remote_key.hex()[:16])
+    finally:
+        direct.cancel()
+
+
+def direct_intent(token: bytes) -> bytes:
+    """The intent of the direct link that a migratable relayed link moves to."""
+    return b"direct:" + token
 
 
 async def _bind_quietly(client: TurnClient, peer: tuple[str, int]) -> None:

@@ -384,3 +384,63 @@ async def test_turn_passes_the_traversal_method_conformance_check(coturn: Coturn
     assert "tcp: authenticated link, message round trip" in done
     assert "udp: authenticated link, message round trip" in done
     assert "closed without leaving tasks" in done
+
+
+async def test_relay_first_stream_link_moves_to_direct_in_order(coturn: Coturn) -> None:
+    """transport="tcp" through the relay, then the same link moves to a direct TCP link
+    (loopback here) while messages flow both ways: every message arrives once, in order,
+    and the relayed link and its allocation are released."""
+    changes: list[tuple[str, str, str]] = []
+
+    class Watcher:
+        @staticmethod
+        @hookimpl
+        def warpgate_link_path_changed(
+            node: Node, link: object, old: LinkPath, new: LinkPath
+        ) -> None:
+            changes.append((node.conf["identity_name"], old.kind, new.kind))
+
+    async with (
+        Node(ip="127.0.0.1", port=0, conf=_turn_conf("alice", coturn), plugins=[Watcher()]) as a,
+        Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", coturn), plugins=[Watcher()]) as b,
+    ):
+        await a.start()
+        await b.start()
+        link, method = await auto_connect(a, b.address(), methods=["turn"], timeout=8)
+        assert method == "turn" and link.path.kind == "relay" and link.path.transport == "tcp"
+        inbound = await b.accept(timeout=3)
+        assert inbound.path.kind == "relay" and inbound.remote_key == a.public_key
+        relayed = link.relayed  # type: ignore[attr-defined]
+
+        async def flood(sender: object, count: int, tag: bytes) -> None:
+            for i in range(count):
+                await sender.send(tag + b"%d" % i)  # type: ignore[attr-defined]
+                if i >= count // 3 and i % 10 == 0:  # a first burst, then a steady flow
+                    await asyncio.sleep(0.005)
+
+        async def drain(receiver: object, count: int) -> list[bytes]:
+            return [await receiver.recv(5) for _ in range(count)]  # type: ignore[attr-defined]
+
+        n = 400
+        got_b, got_a, _, _ = await asyncio.gather(
+            drain(inbound, n), drain(link, n), flood(link, n, b"a"), flood(inbound, n, b"b")
+        )
+        assert got_b == [b"a%d" % i for i in range(n)]
+        assert got_a == [b"b%d" % i for i in range(n)]
+        for _ in range(100):  # bounded: 2 s
+            if link.path.kind == "direct" and inbound.path.kind == "direct" and relayed.closed:
+                break
+            await asyncio.sleep(0.02)
+        assert link.path.kind == "direct" and inbound.path.kind == "direct"
+        assert ("alice", "relay", "direct") in changes and ("bob", "relay", "direct") in changes
+        assert relayed.closed, "the relayed link is released after the move"
+        # The move happened mid-stream: bob read part of alice's messages on each link.
+        on_relay = inbound.relayed.messages_received - 1  # type: ignore[attr-defined]
+        on_direct = inbound._read_link.messages_received  # type: ignore[attr-defined]
+        assert on_relay > 0 and on_direct > 0 and on_relay + on_direct == n
+        await link.send(b"after the move")
+        assert await inbound.recv(3) == b"after the move"
+        await link.close()
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await inbound.recv(3)
+        assert inbound.closed

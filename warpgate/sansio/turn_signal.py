@@ -11,7 +11,9 @@ with the token as its intent; over TCP: a connection)::
     1 | 0x10 | token (16) | transport u8 (17 UDP, 6 TCP) | flags u8 |
     relayed address | TURN server address (or none) | sender's node address (rest)
 
-Flag 0x01, *answer wanted*: the sender cannot tell which address the relay will see the
+Flag 0x02, *migratable* (TCP): the link will carry a one-byte header per message and
+may move to a direct link (:mod:`warpgate.turn.migrate`).  Flag 0x01, *answer
+wanted*: the sender cannot tell which address the relay will see the
 peer at (its node address has no external address), so the peer first asks the TURN
 server (a STUN Binding from its listening socket) and answers.  The trailing node
 address tells the peer where the sender can be reached directly, so a relay-first link
@@ -34,6 +36,7 @@ from warpgate.sansio.signal_messages import VERSION, SignalMessageError
 RELAY_OFFER: Final = 0x10
 RELAY_ANSWER: Final = 0x11
 ANSWER_WANTED: Final = 0x01
+MIGRATABLE: Final = 0x02
 TOKEN_SIZE: Final = 16
 _TRANSPORTS: Final = {17: "udp", 6: "tcp"}
 
@@ -81,6 +84,8 @@ class RelayOffer:
     #: The TURN server (the peer asks it for its reflexive address when asked to answer).
     server: Addr | None = None
     answer_wanted: bool = False
+    #: TCP: the link may move to a direct link (see :mod:`warpgate.turn.migrate`).
+    migratable: bool = False
 
     def encode(self) -> bytes:
         if len(self.token) != TOKEN_SIZE:
@@ -93,7 +98,13 @@ class RelayOffer:
         return (
             bytes([VERSION, RELAY_OFFER])
             + self.token
-            + bytes([proto, ANSWER_WANTED if self.answer_wanted else 0])
+            + bytes(
+                [
+                    proto,
+                    (ANSWER_WANTED if self.answer_wanted else 0)
+                    | (MIGRATABLE if self.migratable else 0),
+                ]
+            )
             + _pack_address(self.relayed)
             + _pack_address(self.server)
             + bytes(self.address)
@@ -128,7 +139,8 @@ def decode_relay_offer(data: bytes) -> RelayOffer:
     if wanted and server is None:
         raise SignalMessageError("relay offer wants an answer but names no server")
     # The sender's node address is parsed (and checked) by whoever uses it.
-    return RelayOffer(token, relayed, _TRANSPORTS[proto], data[pos:], server, wanted)
+    migratable = bool(flags & MIGRATABLE)
+    return RelayOffer(token, relayed, _TRANSPORTS[proto], data[pos:], server, wanted, migratable)
 
 
 @dataclass(frozen=True)
