@@ -16,7 +16,7 @@ import pytest
 from tests.integration.conftest import conf
 from warpgate import Node, auto_connect
 from warpgate.connect import ConnectError
-from warpgate.link.link import LinkPath
+from warpgate.link.link import Link, LinkPath
 from warpgate.plugin import hookimpl
 from warpgate.turn import TurnClient, TurnError
 from warpgate.turn.coturn import Coturn, CoturnUnavailable, loopback_coturn
@@ -440,6 +440,13 @@ async def test_relay_first_stream_link_moves_to_direct_in_order(coturn: Coturn) 
         assert on_relay > 0 and on_direct > 0 and on_relay + on_direct == n
         await link.send(b"after the move")
         assert await inbound.recv(3) == b"after the move"
+        # Liveness is the inner links': a keepalive loop sees the wrapper hear the peer
+        # (where links track it: Link.last_received).
+        if hasattr(Link, "send_keepalive"):
+            heard = link.last_received  # type: ignore[attr-defined]
+            await asyncio.sleep(0.01)
+            await link.ping(timeout=3)
+            assert link.last_received > heard  # type: ignore[attr-defined]
         await link.close()
         with contextlib.suppress(ConnectionError, TimeoutError):
             await inbound.recv(3)

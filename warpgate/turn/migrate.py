@@ -90,6 +90,34 @@ class MigratingLink(Link):
         if self._sent_switch and self._got_switch and not self.relayed.closed:
             self.node.spawn(self.relayed.close("moved to a direct path"), name="close relay")
 
+    # -- liveness: the inner links' ------------------------------------------------
+
+    def _inner_links(self) -> list[Link]:
+        links = [self.relayed]
+        direct = getattr(self, "_direct", None)
+        if direct is not None and direct.done() and not direct.cancelled():
+            links.append(direct.result())
+        return links
+
+    @property
+    def last_received(self) -> float:
+        """When the peer was last heard from on any inner link (records reach the inner
+        links, never this wrapper)."""
+        own = self.__dict__.get("_own_last_received", 0.0)
+        if "relayed" not in self.__dict__:
+            return float(own)
+        return max([float(own)] + [getattr(x, "last_received", 0.0) for x in self._inner_links()])
+
+    @last_received.setter
+    def last_received(self, value: float) -> None:
+        self.__dict__["_own_last_received"] = value
+
+    async def send_keepalive(self) -> None:
+        """A keepalive goes on the link that currently carries our messages."""
+        probe = getattr(self._send_link, "send_keepalive", None)
+        if probe is not None:
+            await probe()
+
     # -- Link -------------------------------------------------------------------
 
     async def _send_message(self, data: bytes) -> None:
