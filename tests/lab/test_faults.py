@@ -29,7 +29,10 @@ pytestmark = pytest.mark.lab
 
 BROKER = "mqtt://198.51.100.1:1883"
 T = TypeVar("T")
-KEEPALIVE_BOUND = 10.0  # what a keepalive should achieve: seconds to notice a dead peer
+# Keepalives shortened for the tests: ping after 1 s of silence, close after 3 s, so a
+# dead peer must be noticed within link_timeout + link_keepalive / 2 (+ a margin).
+SHORT_KEEPALIVES = {"link_keepalive": 1.0, "link_timeout": 3.0}
+KEEPALIVE_BOUND = 3.0 + 0.5 + 1.5
 WARPGATE_ROOT = str(Path(warpgate.__file__).resolve().parents[1])
 
 
@@ -265,12 +268,6 @@ async def test_peer_killed_mid_transfer_gives_a_clear_closed_error(
     assert "closed" in outcome["error"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="links have no keepalives yet: a UDP link never learns that its peer died "
-    "(docs/security.md, Known gaps); remove this mark when keepalives land",
-)
 async def test_udp_peer_killed_is_noticed_within_a_keepalive_bound(lab_factory: Any) -> None:
     lab = lab_factory(two_nat("port-restricted", "open", upnp=False), servers=False)
     proc = lab.spawn(
@@ -284,7 +281,7 @@ async def test_udp_peer_killed_is_noticed_within_a_keepalive_bound(lab_factory: 
         peer = bytes.fromhex(line.decode().strip())
 
         async def survivor(name: str) -> str:
-            conf = dict_child({"identity_name": name}, NODE_TEST_CONF)
+            conf = dict_child({"identity_name": name, **SHORT_KEEPALIVES}, NODE_TEST_CONF)
             async with Node(port=0, conf=conf) as node:
                 await node.start()
                 link, _ = await auto_connect(
@@ -320,12 +317,6 @@ def _short_udp_conntrack() -> None:
             f.write(value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="links have no keepalives yet: an idle UDP link loses its NAT mapping "
-    "(docs/security.md, Known gaps); remove this mark when keepalives land",
-)
 async def test_idle_udp_link_keeps_its_nat_mapping(lab_factory: Any) -> None:
     """A UDP link through a port-restricted NAT sits idle longer than the NAT keeps a
     mapping (conntrack shortened to 3 s here; 30-120 s on real routers); then the public
@@ -336,7 +327,7 @@ async def test_idle_udp_link_keeps_its_nat_mapping(lab_factory: Any) -> None:
     stop = threading.Event()
 
     async def dial(name: str) -> bytes:
-        conf = dict_child({"identity_name": name}, NODE_TEST_CONF)
+        conf = dict_child({"identity_name": name, **SHORT_KEEPALIVES}, NODE_TEST_CONF)
         async with Node(port=0, conf=conf) as node:
             await node.start()
             peer = await asyncio.wrap_future(address)
@@ -346,7 +337,7 @@ async def test_idle_udp_link_keeps_its_nat_mapping(lab_factory: Any) -> None:
             return await link.recv(timeout=15)  # then silence, until the public side speaks
 
     async def serve(name: str) -> None:
-        conf = dict_child({"identity_name": name}, NODE_TEST_CONF)
+        conf = dict_child({"identity_name": name, **SHORT_KEEPALIVES}, NODE_TEST_CONF)
         async with Node(port=0, conf=conf) as node:
             await node.start()
             address.set_result(node.address())

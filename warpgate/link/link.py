@@ -74,6 +74,10 @@ class Link:
         self.max_message = codec.max_message
         self.trace: list[object] = []  # auto_connect's attempts, for the winner
         self.created = time.monotonic()
+        # When the peer was last heard from (any record): the node's keepalive loop
+        # pings a quiet link and closes a silent one (see warpgate_plugins.maintenance).
+        self.last_received = self.created
+        self.last_keepalive = 0.0
         self._codec = codec
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(RECV_QUEUE_MESSAGES)
         self._closed = asyncio.Event()
@@ -162,6 +166,14 @@ class Link:
             self._pongs.pop(token, None)
         return time.perf_counter() - begin
 
+    async def send_keepalive(self) -> None:
+        """Send a PING without waiting for its PONG (the keepalive loop's probe: any
+        answer, or any other record, counts as a sign of life).  Never raises."""
+        self.last_keepalive = time.monotonic()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await self._transmit([self._codec.seal_control(PING, b"keepalive")])
+
     def stream(self) -> LinkStream:
         """A byte-stream view of this link for bulk data (see :class:`LinkStream`)."""
         return LinkStream(self)
@@ -226,6 +238,7 @@ class Link:
 
     async def _handle_record(self, record: bytes) -> bool:
         """Process one received record; False when the peer closed the link."""
+        self.last_received = time.monotonic()
         event = self._codec.open(record)
         if event is None:
             return True
@@ -238,6 +251,7 @@ class Link:
         Returns what the reader task must still handle, in order: from the first event
         that needs an await (already opened, so it is passed as an event) onward, or a
         :class:`_ReceiveFailed` when a record fails to open."""
+        self.last_received = time.monotonic()
         on_message = self._on_message
         if on_message is not None and self._on_message_wanted is not None:
             if not self._on_message_wanted():

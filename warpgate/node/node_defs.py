@@ -20,14 +20,18 @@ NODE_CONF: dict[str, Any] = {
     # -- warpgate additions -------------------------------------------------------------
     "identity_name": "node",  # keystore entry holding this node's keypair
     "listen_loopback": True,  # also listen on 127.0.0.1 / ::1 (same-machine peers)
-    "plugin_timeout": 30.0,
+    "plugin_timeout": 30.0,  # seconds any one plugin may spend in one async hook
     "handshake_timeout": 10.0,  # seconds an inbound link may take to authenticate
     "connect_timeout": 10.0,  # default overall deadline of auto_connect, seconds
-    "link_encryption": True,
+    "link_encryption": True,  # False only for benchmarks: plaintext when both sides agree
     # bytes per UDP-link message: one datagram, small enough for any path MTU
-    "udp_max_message": 1200,  # False only for benchmarks: plaintext when both sides agree
+    "udp_max_message": 1200,
     # bytes; an inbound frame larger than this drops its connection
-    "max_message_size": 16 * 1024 * 1024,  # seconds any one plugin may spend in one async hook
+    "max_message_size": 16 * 1024 * 1024,
+    # seconds of silence from the peer after which a link is pinged (0: no keepalives);
+    # also what holds a UDP link's NAT mappings open
+    "link_keepalive": 5.0,
+    "link_timeout": 15.0,  # seconds of silence after which the link is closed
     "plugins": {
         "disable": [],  # plugin (entry-point) or distribution names not to load
         "traversal": None,  # ordered traversal methods; None = all installed, by cost
