@@ -229,3 +229,48 @@ async def test_relay_first_upgrades_then_falls_back_when_the_direct_path_dies(
         # What went on the direct path while it was dying was replayed over the relay.
         assert lost_list == [], (name, lost_list)
     assert a.replayed > 0 and b.replayed > 0
+
+
+async def test_relayed_stream_link_moves_to_a_direct_tcp_link(lab_factory: Any) -> None:
+    """transport="tcp" from behind a port-restricted NAT to a public host, through the
+    relay first: the stream link moves to the direct TCP link while carrying data, and
+    every message arrives once, in order, both ways."""
+    lab = lab_factory(("port-restricted", "open"))
+    address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+    count = 300
+
+    async def serve(lab: Any) -> dict[str, Any]:
+        async with Node(port=0, conf=conf(lab, "pub")) as node:
+            await node.start()
+            address.set_result(node.address())
+            link = await node.accept(timeout=TIMEOUT)
+            first = link.path.kind
+            got = [await link.recv(timeout=TIMEOUT) for _ in range(count)]
+            for i in range(count):
+                await link.send(b"p%d" % i)
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await link.recv(timeout=TIMEOUT)  # until the dialler closes
+            return {"first": first, "last": link.path.kind, "got": got}
+
+    async def dial(lab: Any) -> dict[str, Any]:
+        async with Node(port=0, conf=conf(lab, "a")) as node:
+            await node.start()
+            peer = await asyncio.wrap_future(address)
+            link, method = await auto_connect(node, peer, methods=["turn"], timeout=TIMEOUT)
+            first = link.path.kind
+            for i in range(count):
+                await link.send(b"a%d" % i)
+                if i % 10 == 0:
+                    await asyncio.sleep(0.01)  # a steady flow while the move happens
+            got = [await link.recv(timeout=TIMEOUT) for _ in range(count)]
+            last = link.path.kind
+            await link.close()
+            return {"method": method, "first": first, "last": last, "got": got}
+
+    served, dialled = await asyncio.gather(
+        lab.arun("pub", serve, lab, timeout=90), lab.arun("a", dial, lab, timeout=90)
+    )
+    assert dialled["method"] == "turn" and dialled["first"] == "relay" == served["first"]
+    assert dialled["last"] == "direct" and served["last"] == "direct"
+    assert served["got"] == [b"a%d" % i for i in range(count)]
+    assert dialled["got"] == [b"p%d" % i for i in range(count)]
