@@ -2,7 +2,7 @@
 
 Run as root on Linux:
 
-    python benchmarks/nat_matrix.py [--tries 5] [--modes open,symmetric] [--transports udp,tcp]
+    python benchmarks/nat_matrix.py [--tries 5] [--modes open,symmetric] [--transports udp]
 
 For every unordered pair of the lab's NAT modes (open, full-cone, address-restricted,
 port-restricted, symmetric: 15 cells) one ``two-nat`` lab is built (no UPnP: ICE has no
@@ -396,7 +396,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tries", type=int, default=5, help="tries per cell and side")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated NAT modes")
-    parser.add_argument("--transports", default="udp", help="warpgate transports: udp,tcp")
+    parser.add_argument("--transports", default="udp,tcp", help="warpgate transports")
     parser.add_argument("--delay-ms", type=float, default=25.0, help="one-way WAN delay, pass 2")
     parser.add_argument("--loss", type=float, default=0.01, help="WAN loss fraction, pass 2")
     parser.add_argument("--passes", default="clean,impaired")

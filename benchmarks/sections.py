@@ -81,6 +81,7 @@ def _number(pattern: str, text: str) -> float | None:
 
 
 def nat_matrix(ctx: Context) -> dict[str, Any]:
+    """warpgate auto_connect vs aioice ICE on every pair of lab NAT modes, clean and impaired."""
     _need_lab()
     from benchmarks.nat_matrix import MODES, run_matrix
 
@@ -156,6 +157,7 @@ def _p95(summary: dict[str, Any]) -> str:
 
 
 def links_loopback(ctx: Context) -> dict[str, Any]:
+    """Link throughput and message rate on loopback vs asyncio streams (encryption on/off)."""
     from benchmarks import bench_link_throughput as b
 
     mb, rounds, small = (4, 1, 2000) if ctx.quick else (64, 3, 20_000)
@@ -205,6 +207,7 @@ def _link_rows(section: str, size: int, count: int, best: dict[str, float]) -> l
 
 
 def links_lab(ctx: Context) -> dict[str, Any]:
+    """The same through a lab NAT (host a -> pub) vs asyncio streams on the same path."""
     _need_lab()
     from benchmarks.links_lab import measure
 
@@ -226,6 +229,7 @@ def links_lab(ctx: Context) -> dict[str, Any]:
 
 
 def connect_loopback(ctx: Context) -> dict[str, Any]:
+    """auto_connect + first echo on loopback vs asyncio connect + echo (bench_connect.py)."""
     out = run_script("bench_connect.py", ["--runs", "10" if ctx.quick else "50"], 300)
     base = _number(r"baseline asyncio connect \+ echo: median ([\d.]+) ms", out)
     ours = _number(r"warpgate auto_connect \+ echo:\s+median ([\d.]+) ms", out)
@@ -251,6 +255,7 @@ def connect_loopback(ctx: Context) -> dict[str, Any]:
 
 
 def startup(ctx: Context) -> dict[str, Any]:
+    """Node start + close with NODE_TEST_CONF vs an asyncio server (bench_node_start.py)."""
     from benchmarks import bench_node_start as b
 
     runs = 20 if ctx.quick else 50
@@ -291,6 +296,7 @@ async def _start_test_conf(stun: str) -> dict[str, Any]:
 
 
 def startup_lab(ctx: Context) -> dict[str, Any]:
+    """start() in the lab, NODE_TEST_CONF and full conf, per phase (bench_startup_lab.py)."""
     _need_lab()
     from benchmarks import bench_startup_lab as b
     from warpgate.lab import Lab, two_nat
@@ -398,6 +404,7 @@ def _mem_available_kib() -> int | None:
 
 
 def pnp(ctx: Context) -> dict[str, Any]:
+    """PNP server signed ops/s on SQLite and PostgreSQL vs a UDP echo (bench_pnp.py)."""
     from benchmarks import bench_pnp as b
 
     ops, conc = (2000, 32) if ctx.quick else (20_000, 64)
@@ -470,6 +477,7 @@ def pnp(ctx: Context) -> dict[str, Any]:
 
 
 def signal(ctx: Context) -> dict[str, Any]:
+    """Signal round trip and messages/s through mosquitto vs aiomqtt (bench_signal.py)."""
     from benchmarks import bench_signal as b
 
     runs, count, window = (30, 500, 50) if ctx.quick else (200, 5000, 100)
@@ -516,6 +524,7 @@ def signal(ctx: Context) -> dict[str, Any]:
 
 
 def relay(ctx: Context) -> dict[str, Any]:
+    """TURN relay connect, first byte and goodput in the lab (bench_relay.py)."""
     _need_lab()
     args = ["--runs", "3", "--messages", "1000"] if ctx.quick else ["--runs", "7"]
     out = run_script("bench_relay.py", args, 600)
@@ -564,6 +573,7 @@ def relay(ctx: Context) -> dict[str, Any]:
 
 
 def lab_up(ctx: Context) -> dict[str, Any]:
+    """Building a two-NAT lab with every server (bench_lab_up.py)."""
     _need_lab()
     out = run_script("bench_lab_up.py", ["--runs", "2" if ctx.quick else "5"], 300)
     base = _number(
@@ -602,8 +612,10 @@ COVERED = {
 
 
 def other_scripts(ctx: Context) -> dict[str, Any]:
-    """Every other ``bench_*.py`` (added later: punching, load, ...), run as it is: its
-    output is kept in results.json.  Not run in --quick mode (their sizes are theirs)."""
+    """Every other bench_*.py (punching, load, ...), run as it is; output kept.
+
+    Their output is kept in results.json.  Not run in --quick mode (their sizes are
+    their own)."""
     scripts = sorted(p.name for p in HERE.glob("bench_*.py") if p.name not in COVERED)
     if ctx.quick:
         return {
