@@ -4,6 +4,7 @@ pair of NAT modes, against a baseline of the same lab run.
 Run as root on Linux:
 
     python benchmarks/bench_punch.py [--tries 10] [--modes open,symmetric] [--delay-ms 25]
+        [--cells port-restricted:symmetric] [--json out.json]
 
 For every unordered pair of the lab's NAT modes (15 cells; ``--modes`` narrows them) one
 ``two-nat`` lab is built (no UPnP; ``--delay-ms`` adds that one-way delay on both WAN
@@ -268,10 +269,16 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tries", type=int, default=10)
     parser.add_argument("--modes", default=",".join(MATRIX_MODES))
     parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--cells", default="", help="only these pairs, e.g. port-restricted:symmetric,open:open"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     modes = [m for m in MATRIX_MODES if m in args.modes.split(",")]
     cells = list(itertools.combinations_with_replacement(modes, 2))
+    if args.cells:
+        wanted = {tuple(sorted(c.split(":"))) for c in args.cells.split(",")}
+        cells = [c for c in cells if tuple(sorted(c)) in wanted]
     began = time.monotonic()
     raw, rows = [], []
     for cell in cells:

@@ -43,6 +43,9 @@ LINK_WAIT_POLL = 0.05
 class UdpPunchMethod(PunchMethod):
     name = "udp_punch"
     transport = PunchTransport.UDP
+    # Probes repeat, so probing before the requester has the answer costs nothing, and
+    # the birthday sockets or random probes are under way a signal round trip earlier.
+    respond_while_answering = True
 
     def __init__(self, node: Node) -> None:
         super().__init__(node)

@@ -41,6 +41,8 @@ class PunchMethod:
 
     name = "punch"
     transport: PunchTransport = PunchTransport.UDP
+    #: Start :meth:`respond` as soon as the answer leaves, not once it is acknowledged.
+    respond_while_answering = False
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -139,13 +141,33 @@ class PunchMethod:
                 await self.coordinator.abort(session, AbortReason.IMPOSSIBLE)
                 return
             answer = Offer(session.id, self.transport, tuple(own), offer.schedule, answer=True)
-            await self.coordinator.send(sender, answer.encode(), hints=session.hints)
+            sending = self.coordinator.send(sender, answer.encode(), hints=session.hints)
+            if not self.respond_while_answering:
+                await sending
             async with asyncio.timeout(float(self.node.conf["punch_timeout"])):
-                await self.respond(session, offer, planned)
+                if self.respond_while_answering:
+                    await self._answer_and_respond(sending, session, offer, planned)
+                else:
+                    await self.respond(session, offer, planned)
         except (TimeoutError, ConnectionError, OSError) as exc:
             log.info("%s: responding to %s failed: %s", self.name, sender.hex()[:16], exc)
         finally:
             self.coordinator.close(session)
+
+    async def _answer_and_respond(
+        self, sending: Any, session: Session, offer: Offer, planned: Plan
+    ) -> None:
+        """Start this side's part while the answer is on its way: a reliable signal
+        transport returns only once the requester's receipt is back (a whole signal round
+        trip after the requester could start); a failed send ends it."""
+        work = asyncio.create_task(self.respond(session, offer, planned))
+        try:
+            await sending
+            await work
+        finally:
+            if not work.done():
+                work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
 
     async def respond(self, session: Session, offer: Offer, planned: Plan) -> None:
         raise NotImplementedError
