@@ -61,6 +61,32 @@ def test_local_sections_write_results_with_machine_and_versions(tmp_path: Path) 
     assert "| links, loopback |" in (tmp_path / "results.md").read_text()
 
 
+def test_scale_sections_parse_their_scripts(tmp_path: Path) -> None:
+    """pnp, signal and links per node: each row that has a number got one (a script
+    whose output changed shows up here as a missing value)."""
+    results = run_harness(tmp_path, "--only", "scale_links,pnp,signal")
+    for name, section in results["sections"].items():
+        assert section["status"] == "ok", (name, section.get("error"))
+        for row in section["rows"]:
+            if "skipped" not in row["note"]:
+                assert row["value"] is not None and row["value"] > 0, row
+
+
+@pytest.mark.lab
+def test_lab_sections_parse_their_scripts(tmp_path: Path) -> None:
+    from warpgate.testing.pytest_plugin import require_lab
+
+    require_lab()
+    results = run_harness(tmp_path, "--only", "links_lab,startup_lab,relay,lab_up")
+    for name, section in results["sections"].items():
+        assert section["status"] == "ok", (name, section.get("error"))
+        assert section["rows"], name
+        for row in section["rows"]:
+            assert row["value"] is not None and row["value"] > 0, row
+    relay = [r["what"] for r in results["sections"]["relay"]["rows"]]
+    assert any("relay connect" in w for w in relay) and any("goodput" in w for w in relay)
+
+
 def test_unknown_section_is_a_clear_error(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--only", "nope", "--out", str(tmp_path)],
@@ -74,6 +100,7 @@ def test_unknown_section_is_a_clear_error(tmp_path: Path) -> None:
     assert "unknown section(s) nope" in done.stderr
 
 
+@pytest.mark.lab
 def test_nat_matrix_runs_warpgate_and_ice_in_the_lab(tmp_path: Path) -> None:
     from warpgate.testing.pytest_plugin import require_lab
 
