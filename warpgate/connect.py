@@ -221,10 +221,11 @@ async def auto_connect(
         chosen = {name: available[name] for name in methods}
     else:
         chosen = dict(available)
-    ranked: list[tuple[float, int, Candidate, object]] = []
+    ranked: list[tuple[float, int, Candidate, object, bool]] = []
     for order, (_name, provider) in enumerate(chosen.items()):
         for cand in provider.candidates(peer, transport=transport):
-            ranked.append((cand.cost + _doomed_penalty(node, peer, cand), order, cand, provider))
+            penalty = _doomed_penalty(node, peer, cand)
+            ranked.append((cand.cost + penalty, order, cand, provider, penalty > 0))
     ranked.sort(key=lambda r: (r[0], r[1]))
     if not ranked:
         raise ConnectError(
@@ -234,7 +235,7 @@ async def auto_connect(
         )
 
     race = _Race(node, peer, intent or secrets.token_bytes(8), attempt_timeout or timeout)
-    queue = [(cand, provider) for _c, _o, cand, provider in ranked]
+    queue = [(cand, provider, doomed) for _c, _o, cand, provider, doomed in ranked]
     winner: Link | None = None
     last_start = -stagger
     # A candidate may ask for a head start (``extra["head_start"]``, seconds): hole
@@ -248,9 +249,11 @@ async def auto_connect(
                     not race.running
                     or (race.now() - last_start >= stagger and race.now() >= head_until)
                 ):
-                    cand, provider = queue.pop(0)
+                    cand, provider, doomed = queue.pop(0)
                     task = race.start(cand, provider)
-                    last_start = race.now()
+                    # An attempt the NAT information says cannot work is not waited
+                    # for: the next one (a relay, say) starts at once beside it.
+                    last_start = -stagger if doomed else race.now()
                     head = float(cand.extra.get("head_start", 0.0))  # type: ignore[arg-type]
                     if head > 0:
                         head_until, head_task = last_start + head, task

@@ -69,3 +69,24 @@ async def test_without_a_head_start_the_stagger_applies(pair: tuple[Node, Node])
         FakeMethod("fake_relay", 50, fail_after=0.1),
     )
     assert 0.2 <= starts["fake_relay"] < 0.45, starts
+
+
+async def test_a_doomed_candidate_does_not_hold_up_the_next(
+    pair: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the NAT information says an attempt cannot work (direct to a peer behind a
+    filtering NAT, say), it still runs, but the next candidate starts beside it."""
+    import warpgate.connect
+
+    def doomed(node: Node, peer: Any, cand: Candidate) -> float:
+        return warpgate.connect.DOOMED_PENALTY if cand.method == "fake_direct" else 0.0
+
+    monkeypatch.setattr(warpgate.connect, "_doomed_penalty", doomed)
+    a, b = pair
+    starts = await _starts(
+        a,
+        b.address(),
+        FakeMethod("fake_direct", 1, fail_after=3.0),
+        FakeMethod("fake_relay", 50, fail_after=0.1),
+    )
+    assert starts["fake_relay"] < 0.1, starts  # not after the 0.25 s stagger
