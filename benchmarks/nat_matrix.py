@@ -278,8 +278,13 @@ def goals(cell: tuple[str, str], wg: dict[str, Any], ice: dict[str, Any]) -> dic
 # ------------------------------------------------------------------ the matrix
 
 
-def cells(modes: Iterable[str]) -> list[tuple[str, str]]:
-    return list(itertools.combinations_with_replacement(list(modes), 2))
+def cells(modes: Iterable[str], *, ordered: bool = False) -> list[tuple[str, str]]:
+    """Pairs (mode of a, mode of b); ``ordered`` adds the other direction of each pair
+    (reverse connects and punching are not symmetric)."""
+    modes = list(modes)
+    if ordered:
+        return list(itertools.product(modes, repeat=2))
+    return list(itertools.combinations_with_replacement(modes, 2))
 
 
 def run_cell(
@@ -356,11 +361,12 @@ def run_matrix(
     loss: float = 0.01,
     passes: Iterable[str] = ("clean", "impaired"),
     ice: bool = True,
+    ordered: bool = False,
     progress: Progress = print,
 ) -> dict[str, Any]:
     """Both passes over every cell; a JSON-able dict."""
     transports = transports or ["udp"]
-    todo = cells(modes)
+    todo = cells(modes, ordered=ordered)
     out: dict[str, Any] = {
         "tries": tries,
         "transports": transports,
@@ -400,6 +406,7 @@ def main() -> int:
     parser.add_argument("--delay-ms", type=float, default=25.0, help="one-way WAN delay, pass 2")
     parser.add_argument("--loss", type=float, default=0.01, help="WAN loss fraction, pass 2")
     parser.add_argument("--passes", default="clean,impaired")
+    parser.add_argument("--ordered", action="store_true", help="both directions of each pair")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as home:
@@ -411,6 +418,7 @@ def main() -> int:
             delay_ms=args.delay_ms,
             loss=args.loss,
             passes=[p.strip() for p in args.passes.split(",") if p.strip()],
+            ordered=args.ordered,
             progress=lambda line: print(line, flush=True),
         )
     if args.json:

@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", help="NAT modes of the matrix (comma list; default all five)")
     parser.add_argument("--delay-ms", type=float, default=25.0, help="matrix pass 2: one-way delay")
     parser.add_argument("--loss", type=float, default=0.01, help="matrix pass 2: loss fraction")
+    parser.add_argument("--ordered", action="store_true", help="matrix: both directions")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--no-docs", action="store_true", help=f"do not update {DOCS_PAGE.name}")
     parser.add_argument("--list", action="store_true", help="list the sections and exit")
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         modes=[m.strip() for m in args.modes.split(",")] if args.modes else None,
         delay_ms=args.delay_ms,
         loss=args.loss,
+        ordered=args.ordered,
     )
     command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
     begin = time.perf_counter()

@@ -37,6 +37,7 @@ class Context:
     modes: list[str] | None = None
     delay_ms: float = 25.0
     loss: float = 0.01
+    ordered: bool = False  # NAT matrix: both directions of each pair
 
 
 def lab_reason() -> str | None:
@@ -92,6 +93,7 @@ def nat_matrix(ctx: Context) -> dict[str, Any]:
         transports=ctx.transports,
         delay_ms=ctx.delay_ms,
         loss=ctx.loss,
+        ordered=ctx.ordered,
         progress=ctx.progress,
     )
     rows = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.nat_matrix import goals, p95, summarise
+from benchmarks.nat_matrix import MODES, cells, goals, p95, summarise
 from benchmarks.report import DOCS_END, DOCS_START, Row, publish_in_docs, rows_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,3 +183,11 @@ def test_rows_render_and_publish_between_markers(tmp_path: Path) -> None:
     text = page.read_text()
     assert "old" not in text and "NEW TABLE" in text and text.endswith("after\n")
     assert not publish_in_docs(tmp_path / "missing.md", "x")
+
+
+def test_matrix_cells_cover_every_pair() -> None:
+    unordered = cells(MODES)
+    assert len(unordered) == 15 and ("open", "symmetric") in unordered
+    assert ("symmetric", "open") not in unordered
+    ordered = cells(MODES, ordered=True)
+    assert len(ordered) == 25 and ("symmetric", "open") in ordered
