@@ -139,14 +139,16 @@ async def started_gate(
         infra_file = getattr(args, "embedded_infra", None)
         if infra_file is not None:
             from warpgate.demo.infra import EmbeddedInfra
+            from warpgate.serve.stack import ServeError
 
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="wg-infra-")))
             host = (args.ip or ["127.0.0.1"])[0]
             try:
                 infra = await stack.enter_async_context(EmbeddedInfra(workdir, host))
-            except OSError as exc:
+            except (ServeError, OSError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 raise CommandError(
-                    f"cannot start the embedded servers on {host}: {exc.strerror or exc}",
+                    f"cannot start the embedded servers on {host}: {why}",
                     "another --ip, or point at running servers with --pnp/--mqtt",
                 ) from None
             infra.write_conf(infra_file)

@@ -3,7 +3,7 @@
 A PNP name server (SQLite in ``workdir``), a STUN server, when ``amqtt`` is installed
 (``warpgate[server]``) an MQTT broker for signalling, and when coturn is installed a
 private TURN relay on loopback.  :meth:`conf` is the
-conf that points a node at all three and at nothing else, so nothing leaves the
+conf that points a node at them and at nothing else, so nothing leaves the
 machine: no public STUN, MQTT, TURN or NTP server, no UPnP.
 
 Used by ``warpgate demo``, by ``warpgate listen --embedded-infra`` and by the examples.
@@ -20,20 +20,19 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from warpgate.pnp.server import PnpServer
-from warpgate.pnp.store import SqliteStore
-from warpgate.serve.mqtt_broker import EmbeddedMqttBroker
-from warpgate.stun.server import StunServer
+from warpgate.serve.stack import ServeOptions, ServeStack, fmt_addr
 
 log = logging.getLogger(__name__)
 
 
-def _fmt(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 class EmbeddedInfra:
-    """PNP + STUN (+ MQTT) on ``host`` with free ports; an async context manager."""
+    """PNP + STUN (+ MQTT, + TURN) on ``host`` with free ports; an async context manager.
+
+    PNP, STUN and MQTT are the :class:`ServeStack` of ``warpgate serve`` (free ports, the
+    store in ``workdir``); this class adds the optional loopback coturn and the conf.
+
+    :raises ServeError: from :meth:`start`, when a server cannot start.
+    """
 
     def __init__(
         self, workdir: Path, host: str = "127.0.0.1", *, mqtt: bool = True, turn: bool = True
@@ -43,14 +42,35 @@ class EmbeddedInfra:
         # Signalling over a real broker when the server extra is there; otherwise the
         # in-process transport, which reaches only nodes of this process.
         self.want_mqtt = mqtt and importlib.util.find_spec("amqtt") is not None
-        self.pnp: PnpServer | None = None
-        self.stun: StunServer | None = None
-        self.broker: EmbeddedMqttBroker | None = None
+        options = ServeOptions(
+            host=host,
+            mqtt=self.want_mqtt,
+            pnp_port=0,
+            stun_port=0,
+            mqtt_port=0,
+            store=str(self.workdir / "names.db"),
+        )
+        self.stack = ServeStack(options, quiet_stop=True)
         # coturn only binds loopback here; it is a subprocess started from a thread.
         self.want_turn = turn and host == "127.0.0.1"
         self.turn: Any = None
         self._turn_stack = contextlib.ExitStack()
         self._turn_start: asyncio.Future[Any] | None = None
+
+    @property
+    def pnp(self) -> Any:
+        """The running :class:`~warpgate.pnp.server.PnpServer`, or ``None``."""
+        return self.stack.pnp
+
+    @property
+    def stun(self) -> Any:
+        """The running :class:`~warpgate.stun.server.StunServer`, or ``None``."""
+        return self.stack.stun
+
+    @property
+    def broker(self) -> Any:
+        """The running :class:`~warpgate.serve.mqtt_broker.EmbeddedMqttBroker`, or ``None``."""
+        return self.stack.mqtt
 
     async def __aenter__(self) -> EmbeddedInfra:
         return await self.start()
@@ -62,19 +82,7 @@ class EmbeddedInfra:
         """Start every server; on a failure, stop the ones already started and raise."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
-            self.pnp = await PnpServer(
-                SqliteStore(self.workdir / "names.db"), host=self.host, port=0
-            ).start()
-            self.stun = await StunServer((self.host, 0)).start()
-            if self.want_mqtt:
-                amqtt_log = logging.getLogger("amqtt")
-                saved = amqtt_log.level
-                # amqtt logs every connection at INFO and a traceback on shutdown races.
-                amqtt_log.setLevel(max(saved, logging.ERROR))
-                try:
-                    self.broker = await EmbeddedMqttBroker(self.host, 0).start()
-                finally:
-                    amqtt_log.setLevel(saved)
+            await self.stack.start()
             if self.want_turn:
                 await self._start_turn()
         except BaseException:
@@ -107,16 +115,7 @@ class EmbeddedInfra:
     async def close(self) -> None:
         """Stop every server that is running.  Idempotent."""
         await self._stop_turn()
-        broker, self.broker = self.broker, None
-        stun, self.stun = self.stun, None
-        pnp, self.pnp = self.pnp, None
-        if broker is not None:
-            with contextlib.suppress(Exception):
-                await broker.stop()
-        if stun is not None:
-            await stun.close()
-        if pnp is not None:
-            await pnp.aclose()
+        await self.stack.stop()
 
     @property
     def signal(self) -> str:
@@ -127,11 +126,11 @@ class EmbeddedInfra:
         """One line per running server."""
         lines = []
         if self.pnp is not None:
-            lines.append(f"PNP name server  {_fmt(self.host, self.pnp.port)} (udp+tcp, sqlite)")
+            lines.append(f"PNP name server  {fmt_addr(self.host, self.pnp.port)} (udp+tcp, sqlite)")
         if self.stun is not None:
-            lines.append(f"STUN server      {_fmt(*self.stun.primary)} (udp+tcp)")
+            lines.append(f"STUN server      {fmt_addr(*self.stun.primary)} (udp+tcp)")
         if self.turn is not None:
-            lines.append(f"TURN relay       {_fmt(self.turn.host, self.turn.port)} (coturn)")
+            lines.append(f"TURN relay       {fmt_addr(self.turn.host, self.turn.port)} (coturn)")
         if self.broker is not None:
             lines.append(f"MQTT broker      {self.broker.url}")
         else:
@@ -145,18 +144,17 @@ class EmbeddedInfra:
         if self.pnp is None or self.stun is None:
             raise RuntimeError("start the infrastructure first")
         conf: dict[str, Any] = {
-            "pnp_servers": [_fmt(self.host, self.pnp.port)],
-            "stun_servers": [_fmt(*self.stun.primary)],
+            "mqtt_brokers": [],  # none without a broker: no public one either
+            **self.stack.client_conf(),  # pnp_servers, stun_servers (, mqtt_brokers)
             "enable_stun_clients": True,
             "enable_nickname": True,
             "enable_upnp": False,
             "init_clock_skew": False,
             "sig_pipe_no": 1,
-            "mqtt_brokers": [self.broker.url] if self.broker is not None else [],
             "plugins": {"signal": [self.signal]},
         }
         if self.turn is not None:
-            conf["turn_servers"] = [_fmt(self.turn.host, self.turn.port)]
+            conf["turn_servers"] = [fmt_addr(self.turn.host, self.turn.port)]
             conf["turn_username"] = self.turn.username
             conf["turn_password"] = self.turn.password
         return conf

@@ -65,8 +65,11 @@ class ServeOptions:
 class ServeStack:
     """The services of :class:`ServeOptions`, started and stopped together."""
 
-    def __init__(self, options: ServeOptions) -> None:
+    def __init__(self, options: ServeOptions, *, quiet_stop: bool = False) -> None:
         self.options = options
+        # Throw-away servers (the demo's) stop while their clients reset (Ctrl-C): a
+        # failure then is expected and goes to the debug log, not to the console.
+        self.quiet_stop = quiet_stop
         self.pnp: Any = None
         self.stun: Any = None
         self.mqtt: Any = None
@@ -185,7 +188,8 @@ class ServeStack:
             try:
                 await closer()
             except Exception:
-                log.exception("stopping the %s failed", what)
+                level = logging.DEBUG if self.quiet_stop else logging.ERROR
+                log.log(level, "stopping the %s failed", what, exc_info=True)
 
     def client_conf(self) -> dict[str, list[str]]:
         """The conf keys a node needs to use the running services."""
