@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -42,15 +41,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if args.verbose == 0:
-        # The demo's output is its table; warnings (an inconclusive NAT test on
-        # loopback, say) would only break it up.  -v brings them back.
-        for name in ("warpgate", "warpgate_plugins"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-        # A client socket reset while the embedded broker stops (Ctrl-C) is expected, and
-        # amqtt can leave a cancelled task behind for asyncio to report.
-        for name in ("amqtt", "asyncio", "warpgate_plugins.mqtt.transport.paho"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+    from warpgate.cli.peer_options import quiet_logs, run_command
+
+    # The demo's output is its table; warnings (an inconclusive NAT test on loopback,
+    # say) would only break it up.  -v brings them back.
+    quiet_logs(args)
     if args.lab:
         if sys.platform != "linux" or os.geteuid() != 0:
             print(
@@ -60,7 +55,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
             return 2
         return _run_lab(args)
-    from warpgate.cli.peer_options import run_command
     from warpgate.demo.runner import run_demo
 
     async def demo() -> int:

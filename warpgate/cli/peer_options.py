@@ -327,6 +327,8 @@ def quiet_logs(args: argparse.Namespace) -> None:
     if getattr(args, "verbose", 0) == 0:
         for name in ("warpgate", "warpgate_plugins"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # A client socket reset while the embedded broker stops (Ctrl-C) is expected,
+        # and amqtt can leave a cancelled task behind for asyncio to report.
         for name in ("amqtt", "asyncio", "warpgate_plugins.mqtt.transport.paho"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
