@@ -17,18 +17,13 @@ import sys
 from warpgate.cli.peer_options import (
     CommandError,
     StdinReader,
+    accept_one,
     add_common,
-    explain_connect_error,
-    how_to_reach,
-    listening_as,
+    connect_to_target,
     quiet_logs,
-    read_target,
     run_command,
     started_gate,
-    status,
 )
-from warpgate.connect import auto_connect
-from warpgate.errors import WarpgateError
 from warpgate.link.link import Link, LinkClosed
 
 DATA, END = b"d", b"e"
@@ -76,31 +71,13 @@ def cmd_connect(args: argparse.Namespace) -> int:
 async def _listen(args: argparse.Namespace) -> int:
     identity = args.name or "listen"
     async with started_gate(args, identity, register=args.name) as gate:
-        if args.address_file is not None:
-            try:
-                args.address_file.write_bytes(gate.address())
-            except OSError as exc:
-                raise CommandError(
-                    f"cannot write {args.address_file}: {exc.strerror or exc}",
-                    "another --address-file",
-                ) from None
-            status(f"address written to {args.address_file}")
-        status(f"listening as {listening_as(gate)}")
-        status(f"peers run: {how_to_reach(gate, args, 'connect')}")
-        link = await gate.accept()
-        status(f"connected: {link.path}")
+        link = await accept_one(gate, args, doing="listening", who="peers", peer_command="connect")
         return await pump(link)
 
 
 async def _connect(args: argparse.Namespace) -> int:
     async with started_gate(args, args.identity) as gate:
-        dest = read_target(gate, args.target)
-        try:
-            link, _ = await auto_connect(gate.node, dest, timeout=args.timeout)
-        except (WarpgateError, OSError, ValueError) as exc:
-            raise explain_connect_error(exc, args.target) from None
-        status(f"connected: {link.path}")
-        return await pump(link)
+        return await pump(await connect_to_target(gate, args))
 
 
 async def pump(link: Link) -> int:

@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from warpgate.config import dict_child
-from warpgate.connect import ConnectError
+from warpgate.connect import ConnectError, auto_connect
 from warpgate.errors import AddressError, ConfigError, UnavailableError, WarpgateError
 from warpgate.gate import Gate
+from warpgate.link.link import Link
 from warpgate.node.node_defs import NODE_CONF, NODE_TEST_CONF
 from warpgate.sansio.address import NodeAddress, is_text_address
 
@@ -218,6 +219,39 @@ async def _register(gate: Gate, name: str) -> None:
         ) from None
     gate.registered_name = full  # type: ignore[attr-defined]
     status(f"registered as {full}")
+
+
+async def accept_one(
+    gate: Gate, args: argparse.Namespace, *, doing: str, who: str, peer_command: str
+) -> Link:
+    """Write ``--address-file``, say what this node is ``doing`` and how ``who`` (the
+    peers) reach it with ``warpgate PEER_COMMAND ...``, and wait for one peer's link."""
+    if args.address_file is not None:
+        try:
+            args.address_file.write_bytes(gate.address())
+        except OSError as exc:
+            raise CommandError(
+                f"cannot write {args.address_file}: {exc.strerror or exc}",
+                "another --address-file",
+            ) from None
+        status(f"address written to {args.address_file}")
+    status(f"{doing} as {listening_as(gate)}")
+    status(f"{who} run: {how_to_reach(gate, args, peer_command)}")
+    link = await gate.accept()
+    status(f"connected: {link.path}")
+    return link
+
+
+async def connect_to_target(gate: Gate, args: argparse.Namespace) -> Link:
+    """A link to ``args.target`` (a name, address file or address text) by every
+    traversal method; a failure is a :class:`CommandError` that says what to try."""
+    dest = read_target(gate, args.target)
+    try:
+        link, _ = await auto_connect(gate.node, dest, timeout=args.timeout)
+    except (WarpgateError, OSError, ValueError) as exc:
+        raise explain_connect_error(exc, args.target) from None
+    status(f"connected: {link.path}")
+    return link
 
 
 def listening_as(gate: Gate) -> str:

@@ -23,18 +23,14 @@ from typing import BinaryIO
 
 from warpgate.cli.peer_options import (
     CommandError,
+    accept_one,
     add_common,
-    explain_connect_error,
-    how_to_reach,
-    listening_as,
+    connect_to_target,
     quiet_logs,
-    read_target,
     run_command,
     started_gate,
     status,
 )
-from warpgate.connect import auto_connect
-from warpgate.errors import WarpgateError
 from warpgate.link.link import Link, LinkClosed
 
 HEADER, DATA, END, ACK = b"h", b"d", b"e", b"k"
@@ -157,12 +153,7 @@ async def _send(args: argparse.Namespace) -> int:
     path: Path = args.file
     size, digest = args.size, args.digest
     async with started_gate(args, args.identity) as gate:
-        dest = read_target(gate, args.target)
-        try:
-            link, _ = await auto_connect(gate.node, dest, timeout=args.timeout)
-        except (WarpgateError, OSError, ValueError) as exc:
-            raise explain_connect_error(exc, args.target) from None
-        status(f"connected: {link.path}")
+        link = await connect_to_target(gate, args)
         try:
             header = {"name": path.name, "size": size, "sha256": digest}
             await link.send(HEADER + json.dumps(header).encode())
@@ -231,16 +222,9 @@ def _target_path(output: Path, name: object) -> Path:
 async def _receive(args: argparse.Namespace) -> int:
     identity = args.name or "receive"
     async with started_gate(args, identity, register=args.name) as gate:
-        if args.address_file is not None:
-            try:
-                args.address_file.write_bytes(gate.address())
-            except OSError as exc:
-                raise CommandError(f"cannot write {args.address_file}: {exc}") from None
-            status(f"address written to {args.address_file}")
-        status(f"waiting for a file as {listening_as(gate)}")
-        status(f"senders run: {how_to_reach(gate, args, 'send FILE')}")
-        link = await gate.accept()
-        status(f"connected: {link.path}")
+        link = await accept_one(
+            gate, args, doing="waiting for a file", who="senders", peer_command="send FILE"
+        )
         try:
             return await _receive_on(link, args)
         finally:
