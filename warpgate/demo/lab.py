@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from warpgate.config import dict_child
-from warpgate.demo.runner import DemoReport, MethodResult, _bob_answers, _run_methods
+from warpgate.demo.runner import (
+    DemoReport,
+    MethodResult,
+    _bob_answers,
+    _run_methods,
+    line_printer,
+)
 from warpgate.gate import Gate
 from warpgate.node.node_defs import NODE_CONF
 from warpgate.sansio.address import NodeAddress
@@ -125,12 +131,7 @@ async def run_lab_demo(lab: Any, out: TextIO, *, quiet: bool = False) -> DemoRep
 
     report = DemoReport()
     began = time.monotonic()
-
-    def say(text: str = "") -> None:
-        if not quiet:
-            out.write(text + "\n")
-            out.flush()
-
+    say = line_printer(out, quiet)
     stop: concurrent.futures.Future[None] = concurrent.futures.Future()
     pnp_ready: concurrent.futures.Future[int] = concurrent.futures.Future()
     bob_ready: concurrent.futures.Future[str] = concurrent.futures.Future()
@@ -187,11 +188,5 @@ async def run_lab_demo(lab: Any, out: TextIO, *, quiet: bool = False) -> DemoRep
                 if task is not None:
                     with contextlib.suppress(BaseException):
                         await task
-    first = next(iter(report.worked), None)
-    if first is not None:
-        report.messages = [
-            f"alice -> bob: hello bob, alice here via {first.method}/{first.transport}",
-            f"bob -> alice: {first.detail}",
-        ]
-    report.seconds = time.monotonic() - began
+    report.finish(began)
     return report

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -65,6 +66,33 @@ class DemoReport:
         data["ok"] = bool(self.worked)
         return data
 
+    def finish(self, began: float) -> None:
+        """Record the messages of the first method that worked, and the total time
+        since ``began`` (``time.monotonic()``)."""
+        first = next(iter(self.worked), None)
+        if first is not None:
+            self.messages = [
+                f"alice -> bob: {hello(first.method, first.transport)}",
+                f"bob -> alice: {first.detail}",
+            ]
+        self.seconds = time.monotonic() - began
+
+
+def hello(method: str, transport: str) -> str:
+    """What alice sends bob over the link each method made."""
+    return f"hello bob, alice here via {method}/{transport}"
+
+
+def line_printer(out: TextIO, quiet: bool) -> Callable[..., None]:
+    """``say(text="")``: a line on ``out`` at once, or nothing when ``quiet``."""
+
+    def say(text: str = "") -> None:
+        if not quiet:
+            out.write(text + "\n")
+            out.flush()
+
+    return say
+
 
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -103,7 +131,7 @@ async def _try(alice: Gate, target: str, method: str, transport: str) -> MethodR
     path = _path_text(link)
     try:
         sent = time.monotonic()
-        await link.send(f"hello bob, alice here via {method}/{transport}".encode())
+        await link.send(hello(method, transport).encode())
         reply = await link.recv(timeout=ATTEMPT_TIMEOUT)
         rtt = (time.monotonic() - sent) * 1000
         result = MethodResult(method, transport, "ok", took, path, rtt_ms=rtt)
@@ -122,12 +150,7 @@ async def run_demo(
     ``mqtt=False`` signals in-process, as when ``amqtt`` is not installed."""
     report = DemoReport()
     began = time.monotonic()
-
-    def say(text: str = "") -> None:
-        if not quiet:
-            out.write(text + "\n")
-            out.flush()
-
+    say = line_printer(out, quiet)
     with tempfile.TemporaryDirectory(prefix="warpgate-demo-") as tmp:
         workdir = Path(tmp)
         async with EmbeddedInfra(workdir / "infra", mqtt=mqtt) as infra:
@@ -147,13 +170,7 @@ async def run_demo(
                 bob.listen(_bob_answers)
                 say()
                 report.results = await _run_methods(alice, target, out, live, quiet)
-                first = next(iter(report.worked), None)
-                if first is not None:
-                    report.messages = [
-                        f"alice -> bob: hello bob, alice here via {first.method}/{first.transport}",
-                        f"bob -> alice: {first.detail}",
-                    ]
-    report.seconds = time.monotonic() - began
+    report.finish(began)
     if not quiet:
         print_tail(report, out)
     return report
