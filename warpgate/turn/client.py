@@ -319,33 +319,17 @@ class TurnClient:
         begin = time.monotonic()
         try:
             for index, at in enumerate(sends):
-                delay = at - (time.monotonic() - begin)
-                if delay > 0:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(delay):
-                            await asyncio.shield(fut)
-                if fut.done():
-                    return fut.result()
-                if self._socket_failure is not None:
-                    raise TurnError(
-                        f"TURN server {_fmt(self.server)} unreachable: {self._socket_failure}"
-                    )
+                answer = await self._answer_within(fut, at - (time.monotonic() - begin))
+                if answer is not None:
+                    return answer
                 if time.monotonic() - begin >= self.timeout:
                     break
                 self._write(data)
                 if index == len(sends) - 1:
                     break
-            left = self.timeout - (time.monotonic() - begin)
-            if left > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(left):
-                        await asyncio.shield(fut)
-            if fut.done():
-                return fut.result()
-            if self._socket_failure is not None:
-                raise TurnError(
-                    f"TURN server {_fmt(self.server)} unreachable: {self._socket_failure}"
-                )
+            answer = await self._answer_within(fut, self.timeout - (time.monotonic() - begin))
+            if answer is not None:
+                return answer
             raise TurnError(
                 f"TURN server {_fmt(self.server)} did not answer within {self.timeout:g} s"
             )
@@ -353,6 +337,21 @@ class TurnClient:
             self._pending.pop(tid, None)
             if not fut.done():
                 fut.cancel()
+
+    async def _answer_within(
+        self, fut: asyncio.Future[tuple[StunMessage, bytes]], seconds: float
+    ) -> tuple[StunMessage, bytes] | None:
+        """The answer if it is there within ``seconds``, else ``None``; a socket that
+        failed meanwhile raises at once (waiting longer cannot help)."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await asyncio.shield(fut)
+        if fut.done():
+            return fut.result()
+        if self._socket_failure is not None:
+            raise TurnError(f"TURN server {_fmt(self.server)} unreachable: {self._socket_failure}")
+        return None
 
     # -- receiving -----------------------------------------------------------------------
 
