@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from warpgate.errors import UnavailableError
-from warpgate.pnp.store import SCHEMA_VERSION, PutOutcome, Record
+from warpgate.pnp.store import SCHEMA_VERSION, PutOutcome, Record, is_postgres_url, tables_sql
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +28,9 @@ log = logging.getLogger(__name__)
 # below lock names with class 1 and client addresses with class 2 (two int4 keys).
 _LOCK_SCHEMA = 0x504E50  # "PNP"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS pnp_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS pnp_names (
-    name TEXT PRIMARY KEY,
-    owner BYTEA NOT NULL,
-    value BYTEA NOT NULL,
-    client TEXT NOT NULL,
-    updated_ms BIGINT NOT NULL,
-    expires_ms BIGINT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS pnp_names_client ON pnp_names (client, expires_ms);
-CREATE INDEX IF NOT EXISTS pnp_names_expiry ON pnp_names (expires_ms);
-
+_SCHEMA = (
+    tables_sql(blob="BYTEA", bigint="BIGINT")
+    + """
 -- One write decision per call, so a PUT or DELETE is one round trip (and one implicit
 -- transaction): the advisory locks are held until it commits.
 CREATE OR REPLACE FUNCTION pnp_put(
@@ -104,14 +94,11 @@ BEGIN
 END
 $fn$;
 """
+)
 
 _GET = (
     "SELECT owner, value, updated_ms, expires_ms FROM pnp_names WHERE name = $1 AND expires_ms > $2"
 )
-
-
-def is_postgres_url(text: str) -> bool:
-    return text.startswith(("postgresql://", "postgres://"))
 
 
 class PostgresStore:
@@ -171,7 +158,7 @@ class PostgresStore:
         row = await self._need_pool().fetchrow(_GET, name, now_ms)
         if row is None:
             return None
-        return Record(name, bytes(row[0]), bytes(row[1]), row[2], row[3])
+        return Record.from_row(name, row)
 
     async def put(
         self, record: Record, *, client: str, now_ms: int, quota: int

@@ -49,6 +49,12 @@ class Record:
     updated_ms: int
     expires_ms: int
 
+    @classmethod
+    def from_row(cls, name: str, row: Any) -> Record:
+        """The record of ``name`` from a ``(owner, value, updated_ms, expires_ms)`` row
+        (both databases hand back their own bytes-like types)."""
+        return cls(name, bytes(row[0]), bytes(row[1]), row[2], row[3])
+
 
 @runtime_checkable
 class NameStore(Protocol):
@@ -79,19 +85,30 @@ class NameStore(Protocol):
         ...
 
 
-_SCHEMA = """
+def tables_sql(*, blob: str, bigint: str) -> str:
+    """The tables and indexes every store has, in a database's own type names (SQLite:
+    BLOB and INTEGER, PostgreSQL: BYTEA and BIGINT), so the layout is written once."""
+    return f"""
 CREATE TABLE IF NOT EXISTS pnp_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pnp_names (
     name TEXT PRIMARY KEY,
-    owner BLOB NOT NULL,
-    value BLOB NOT NULL,
+    owner {blob} NOT NULL,
+    value {blob} NOT NULL,
     client TEXT NOT NULL,
-    updated_ms INTEGER NOT NULL,
-    expires_ms INTEGER NOT NULL
+    updated_ms {bigint} NOT NULL,
+    expires_ms {bigint} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pnp_names_client ON pnp_names (client, expires_ms);
 CREATE INDEX IF NOT EXISTS pnp_names_expiry ON pnp_names (expires_ms);
 """
+
+
+_SCHEMA = tables_sql(blob="BLOB", bigint="INTEGER")
+
+
+def is_postgres_url(text: str) -> bool:
+    """Whether a store spec names a PostgreSQL database."""
+    return text.startswith(("postgresql://", "postgres://"))
 
 
 class SqliteStore:
@@ -232,7 +249,7 @@ class SqliteStore:
                 "WHERE name = ? AND expires_ms > ?",
                 (name, now_ms),
             ).fetchone()
-            return Record(name, bytes(row[0]), bytes(row[1]), row[2], row[3]) if row else None
+            return Record.from_row(name, row) if row else None
 
         return await self._read(query)
 
@@ -246,7 +263,7 @@ class SqliteStore:
                 (record.name, now_ms),
             ).fetchone()
             if row is not None:
-                current = Record(record.name, bytes(row[0]), bytes(row[1]), row[2], row[3])
+                current = Record.from_row(record.name, row)
                 if current.owner != record.owner:
                     return PutOutcome.TAKEN, current
                 if record.updated_ms <= current.updated_ms:
@@ -329,7 +346,7 @@ def open_store(spec: str | Path) -> NameStore:
     ``sqlite:///path`` URL, or a plain path to a SQLite file (``:memory:`` allowed).
     The store is not opened yet."""
     text = str(spec)
-    if text.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(text):
         from warpgate.pnp.pg_store import PostgresStore
 
         return PostgresStore(text)
