@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from warpgate.errors import UnavailableError
+from warpgate.net.hostport import format_hostport
 from warpgate.serve.stack import (
     MQTT_PORT,
     PNP_PORT,
@@ -66,10 +67,6 @@ def _port(text: str, whole: str) -> int:
     if not 0 <= port <= 0xFFFF:
         raise argparse.ArgumentTypeError(f"port out of range in {whole!r}")
     return port
-
-
-def _fmt(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def _default_db() -> str:
@@ -253,14 +250,15 @@ async def _run_stun(args: argparse.Namespace) -> int:
     try:
         await server.start()
     except OSError as exc:
-        return _error(f"cannot listen on {_fmt(ip, port or STUN_PORT)}: {exc.strerror or exc}")
+        where = format_hostport(ip, port or STUN_PORT)
+        return _error(f"cannot listen on {where}: {exc.strerror or exc}")
     try:
-        primary = _fmt(*server.primary)
+        primary = format_hostport(*server.primary)
         transports = "udp" if args.no_tcp else "udp+tcp"
         print(f"STUN server on {primary} ({transports})", flush=False)
         if server.other_address is not None:
-            print(f"  RFC 5780: other address {_fmt(*server.other_address)}")
-            print("  listening " + ", ".join(_fmt(*a) for a in server.addresses))
+            print(f"  RFC 5780: other address {format_hostport(*server.other_address)}")
+            print("  listening " + ", ".join(format_hostport(*a) for a in server.addresses))
         else:
             print("  no alternate address: CHANGE-REQUEST answered with 420 (plain STUN)")
         if ipaddress.ip_address(server.primary[0]).is_unspecified:
@@ -302,7 +300,7 @@ async def _run_mqtt(args: argparse.Namespace) -> int:
         while cause.__cause__ is not None and not isinstance(cause, OSError):
             cause = cause.__cause__  # type: ignore[assignment]
         why = cause.strerror if isinstance(cause, OSError) and cause.strerror else cause
-        return _error(f"cannot listen on {_fmt(ip, port)}: {why}")
+        return _error(f"cannot listen on {format_hostport(ip, port)}: {why}")
     finally:
         amqtt_log.setLevel(saved)
     print(f"MQTT broker on {broker.url} (anonymous; signal messages are end-to-end encrypted)")

@@ -20,7 +20,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from warpgate.serve.stack import ServeOptions, ServeStack, fmt_addr
+from warpgate.net.hostport import format_hostport
+from warpgate.serve.stack import ServeOptions, ServeStack
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +127,13 @@ class EmbeddedInfra:
         """One line per running server."""
         lines = []
         if self.pnp is not None:
-            lines.append(f"PNP name server  {fmt_addr(self.host, self.pnp.port)} (udp+tcp, sqlite)")
+            pnp = format_hostport(self.host, self.pnp.port)
+            lines.append(f"PNP name server  {pnp} (udp+tcp, sqlite)")
         if self.stun is not None:
-            lines.append(f"STUN server      {fmt_addr(*self.stun.primary)} (udp+tcp)")
+            lines.append(f"STUN server      {format_hostport(*self.stun.primary)} (udp+tcp)")
         if self.turn is not None:
-            lines.append(f"TURN relay       {fmt_addr(self.turn.host, self.turn.port)} (coturn)")
+            turn = format_hostport(self.turn.host, self.turn.port)
+            lines.append(f"TURN relay       {turn} (coturn)")
         if self.broker is not None:
             lines.append(f"MQTT broker      {self.broker.url}")
         else:
@@ -154,7 +157,7 @@ class EmbeddedInfra:
             "plugins": {"signal": [self.signal]},
         }
         if self.turn is not None:
-            conf["turn_servers"] = [fmt_addr(self.turn.host, self.turn.port)]
+            conf["turn_servers"] = [format_hostport(self.turn.host, self.turn.port)]
             conf["turn_username"] = self.turn.username
             conf["turn_password"] = self.turn.password
         return conf

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from warpgate.errors import UnavailableError
+from warpgate.net.hostport import format_hostport
 
 __all__ = ["EmbeddedMqttBroker"]
 
@@ -42,8 +43,7 @@ class EmbeddedMqttBroker:
     @property
     def url(self) -> str:
         """``mqtt://host:port`` to put in ``mqtt_brokers``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"mqtt://{host}:{self.port}"
+        return f"mqtt://{format_hostport(self.host, self.port)}"
 
     async def start(self) -> EmbeddedMqttBroker:
         """Start listening.

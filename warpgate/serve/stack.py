@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from warpgate.errors import UnavailableError, WarpgateError
+from warpgate.net.hostport import format_hostport
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,6 @@ MQTT_PORT = 1883
 
 class ServeError(WarpgateError):
     """A service could not start (the message names it, its address and the cause)."""
-
-
-def fmt_addr(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def bind_error_text(exc: BaseException) -> str:
@@ -99,7 +96,7 @@ class ServeStack:
         from warpgate.pnp.store import open_store
 
         opts = self.options
-        where = fmt_addr(opts.host, opts.pnp_port)
+        where = format_hostport(opts.host, opts.pnp_port)
         try:
             store = open_store(opts.store)
         except ValueError as exc:
@@ -144,7 +141,7 @@ class ServeStack:
         try:
             await server.start()
         except OSError as exc:
-            where = fmt_addr(opts.host, opts.stun_port)
+            where = format_hostport(opts.host, opts.stun_port)
             raise ServeError(
                 f"STUN server cannot start on {where}: {bind_error_text(exc)}"
             ) from None
@@ -166,7 +163,7 @@ class ServeStack:
         except Exception as exc:
             with contextlib.suppress(Exception):
                 await broker.stop()
-            where = fmt_addr(opts.host, opts.mqtt_port)
+            where = format_hostport(opts.host, opts.mqtt_port)
             raise ServeError(
                 f"MQTT broker cannot start on {where}: {bind_error_text(exc)}"
             ) from None
@@ -195,9 +192,9 @@ class ServeStack:
         """The conf keys a node needs to use the running services."""
         conf: dict[str, list[str]] = {}
         if self.pnp is not None:
-            conf["pnp_servers"] = [fmt_addr(self.pnp.host, self.pnp.port)]
+            conf["pnp_servers"] = [format_hostport(self.pnp.host, self.pnp.port)]
         if self.stun is not None:
-            conf["stun_servers"] = [fmt_addr(*self.stun.primary)]
+            conf["stun_servers"] = [format_hostport(*self.stun.primary)]
         if self.mqtt is not None:
             conf["mqtt_brokers"] = [self.mqtt.url]
         return conf
@@ -207,16 +204,16 @@ class ServeStack:
         lines = []
         if self.pnp is not None:
             lines.append(
-                f"PNP name server on {fmt_addr(self.pnp.host, self.pnp.port)} (udp+tcp), "
+                f"PNP name server on {format_hostport(self.pnp.host, self.pnp.port)} (udp+tcp), "
                 f"store {_safe(self.options.store)}"
             )
         if self.stun is not None:
             extra = (
-                f", RFC 5780 other address {fmt_addr(*self.stun.other_address)}"
+                f", RFC 5780 other address {format_hostport(*self.stun.other_address)}"
                 if self.stun.other_address is not None
                 else ""
             )
-            lines.append(f"STUN server on {fmt_addr(*self.stun.primary)} (udp+tcp){extra}")
+            lines.append(f"STUN server on {format_hostport(*self.stun.primary)} (udp+tcp){extra}")
         if self.mqtt is not None:
             lines.append(
                 f"MQTT broker on {self.mqtt.url} (signal messages are end-to-end encrypted)"

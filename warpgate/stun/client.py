@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from warpgate.errors import UnavailableError
+from warpgate.net.hostport import format_hostport
 from warpgate.sansio import stun
 from warpgate.sansio.stun import Attr, ChangeRequest, StunClass, StunError, StunMessage
 
@@ -92,8 +93,7 @@ class BindingResult:
 
 
 def _fmt(addr: Address) -> str:
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_hostport(addr[0], addr[1])
 
 
 def _request(change_ip: bool, change_port: bool, software: str | None) -> StunMessage:

@@ -41,6 +41,7 @@ from typing import Any, Final, Literal
 
 from warpgate._version import __version__
 from warpgate.config import dict_child
+from warpgate.net.hostport import format_hostport
 from warpgate.sansio import stun
 from warpgate.sansio.stun import (
     Attr,
@@ -119,7 +120,7 @@ def _norm_ip(ip: str) -> str:
 
 
 def _fmt(addr: Address) -> str:
-    return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+    return format_hostport(addr[0], addr[1])
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Literal
 
 from warpgate.errors import WarpgateError
+from warpgate.net.hostport import format_hostport
 from warpgate.sansio import stun, turn
 from warpgate.sansio.stun import StunClass, StunError, StunMessage
 from warpgate.sansio.turn import Allocation, LongTermAuth, TurnError, TurnMethod
@@ -482,7 +483,4 @@ class TurnClient:
 
 
 def _fmt(addr: Addr | None) -> str:
-    if addr is None:
-        return "?"
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return "?" if addr is None else format_hostport(*addr)

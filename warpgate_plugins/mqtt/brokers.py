@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from warpgate.errors import ConfigError
+from warpgate.net.hostport import format_hostport
 
 __all__ = ["BrokerUrl", "hrw_rank", "hrw_select", "parse_broker_url"]
 
@@ -41,8 +42,7 @@ class BrokerUrl:
     @property
     def canonical(self) -> str:
         """``scheme://host:port`` without credentials: what hints and hashing use."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{self.scheme}://{format_hostport(self.host, self.port)}"
 
     def __str__(self) -> str:
         return self.canonical
