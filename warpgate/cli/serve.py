@@ -30,6 +30,7 @@ from warpgate.serve.stack import (
     ServeError,
     ServeOptions,
     ServeStack,
+    bind_error_text,
 )
 
 log = logging.getLogger(__name__)
@@ -280,29 +281,19 @@ def cmd_mqtt(args: argparse.Namespace) -> int:
 
 
 async def _run_mqtt(args: argparse.Namespace) -> int:
-    from warpgate.serve.mqtt_broker import EmbeddedMqttBroker
+    from warpgate.serve.mqtt_broker import EmbeddedMqttBroker, quiet_amqtt
 
     ip, port = args.listen
     port = MQTT_PORT if port is None else port
     broker = EmbeddedMqttBroker(ip, port)
-    amqtt_log = logging.getLogger("amqtt")
-    quiet = logging.getLogger().getEffectiveLevel() >= logging.WARNING
-    saved = amqtt_log.level
-    if quiet:  # amqtt logs a traceback for a bind error; we print one line instead
-        amqtt_log.setLevel(logging.CRITICAL)
     try:
-        await broker.start()
+        with quiet_amqtt():  # a bind error is one line here, not amqtt's traceback
+            await broker.start()
     except UnavailableError as exc:
         return _error(str(exc))
     except Exception as exc:  # amqtt wraps bind errors in its own exception types
         await broker.stop()
-        cause = exc
-        while cause.__cause__ is not None and not isinstance(cause, OSError):
-            cause = cause.__cause__  # type: ignore[assignment]
-        why = cause.strerror if isinstance(cause, OSError) and cause.strerror else cause
-        return _error(f"cannot listen on {format_hostport(ip, port)}: {why}")
-    finally:
-        amqtt_log.setLevel(saved)
+        return _error(f"cannot listen on {format_hostport(ip, port)}: {bind_error_text(exc)}")
     print(f"MQTT broker on {broker.url} (anonymous; signal messages are end-to-end encrypted)")
     print("client conf:")
     print(f'  "mqtt_brokers": {json.dumps([broker.url])}', flush=True)

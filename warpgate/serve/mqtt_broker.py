@@ -10,15 +10,31 @@ to pass messages along; by default it accepts anonymous clients.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from warpgate.errors import UnavailableError
 from warpgate.net.hostport import format_hostport
 
-__all__ = ["EmbeddedMqttBroker"]
+__all__ = ["EmbeddedMqttBroker", "quiet_amqtt"]
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet_amqtt() -> Iterator[None]:
+    """Only amqtt's critical logs inside the block, unless the root logger is verbose
+    (-v): amqtt logs a traceback for a bind error that the caller reports in one line."""
+    amqtt_log = logging.getLogger("amqtt")
+    saved = amqtt_log.level
+    if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
+        amqtt_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        amqtt_log.setLevel(saved)
 
 
 class EmbeddedMqttBroker:

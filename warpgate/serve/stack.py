@@ -148,16 +148,13 @@ class ServeStack:
         self.stun = server
 
     async def _start_mqtt(self) -> None:
-        from warpgate.serve.mqtt_broker import EmbeddedMqttBroker
+        from warpgate.serve.mqtt_broker import EmbeddedMqttBroker, quiet_amqtt
 
         opts = self.options
         broker = EmbeddedMqttBroker(opts.host, opts.mqtt_port)
-        amqtt_log = logging.getLogger("amqtt")
-        saved = amqtt_log.level
-        if logging.getLogger().getEffectiveLevel() >= logging.WARNING:
-            amqtt_log.setLevel(logging.CRITICAL)  # it logs a traceback for a bind error
         try:
-            await broker.start()
+            with quiet_amqtt():
+                await broker.start()
         except UnavailableError as exc:
             raise ServeError(f"MQTT broker: {exc}") from None
         except Exception as exc:
@@ -167,8 +164,6 @@ class ServeStack:
             raise ServeError(
                 f"MQTT broker cannot start on {where}: {bind_error_text(exc)}"
             ) from None
-        finally:
-            amqtt_log.setLevel(saved)
         self.mqtt = broker
 
     async def stop(self) -> None:
