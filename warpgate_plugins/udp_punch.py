@@ -62,8 +62,24 @@ class UdpPunchMethod(PunchMethod):
         await self.puncher.aclose()
 
     async def attempt(self, peer: NodeAddress, candidate: Candidate, *, intent: bytes) -> Link:
-        session, answer, planned, _rtt = await self.exchange(peer, Schedule.ASAP)
-        state = self.puncher.open(session.id)
+        # The probe state exists before the offer leaves: the peer starts probing as its
+        # answer leaves, and a probe that arrives before the answer is answered and
+        # confirms the path at once instead of being dropped.
+        states: list[ProbeState] = []
+
+        def on_open(session: Session) -> None:
+            states.append(self.puncher.open(session.id))
+            self._prime(peer, session)
+
+        try:
+            session, answer, planned, _rtt = await self.exchange(
+                peer, Schedule.ASAP, on_open=on_open
+            )
+        except BaseException:
+            for early in states:
+                self.puncher.close(early)
+            raise
+        state = states[0]
         owned: PunchSocket | None = None
         try:
             listener, remote, owned, _ = await self._punch(state, answer, planned)
@@ -87,6 +103,21 @@ class UdpPunchMethod(PunchMethod):
         link.path = dataclasses.replace(link.path, method=self.name)
         self.puncher.keep_alive(link, listener, remote, session.id, self._keepalive_interval, owned)
         return link
+
+    def _prime(self, peer: NodeAddress, session: Session) -> None:
+        """One probe to the peer's endpoint from its address as the offer leaves: it
+        opens our own NAT's filter towards the peer, so the peer's first probes (sent as
+        its answer leaves) get in and confirm the path a round trip earlier.  The peer's
+        NAT drops it; a symmetric NAT's port towards the peer is unknown yet."""
+        planned = self.plan_for(peer)
+        if planned.strategy not in (Strategy.PROBE, Strategy.BIRTHDAY_EASY):
+            return
+        own = self.coordinator.own_endpoints()
+        try:
+            base = ipv4_listener(self.node, own[0].local_port if own else None)
+        except ConnectionError:
+            return
+        self.puncher.send_probes(base, session.id, planned.targets)
 
     async def respond(self, session: Session, offer: Offer, planned: Plan) -> None:
         state = self.puncher.open(session.id)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from warpgate.interfaces import Candidate, Transport
@@ -91,16 +92,24 @@ class PunchMethod:
     # -- requester ----------------------------------------------------------------------
 
     async def exchange(
-        self, peer: NodeAddress, schedule: Schedule
+        self,
+        peer: NodeAddress,
+        schedule: Schedule,
+        *,
+        on_open: Callable[[Session], None] | None = None,
     ) -> tuple[Session, Offer, Plan, float]:
         """Send the offer, wait for the answer; returns the session (open: the caller
-        closes it), the answer, this side's plan and the signal round trip."""
+        closes it), the answer, this side's plan and the signal round trip.
+        ``on_open`` is called with the session before the offer leaves (the peer may
+        act on it before its answer arrives here)."""
         own = await self.coordinator.fresh_endpoints()
         if not own:
             raise ConnectionError("this node knows no external endpoint (no NAT classification)")
         hints = tuple(h.value for h in peer.hints if h.kind == HintKind.SIGNAL)
         session = self.coordinator.open(peer.public_key, hints=hints)
         try:
+            if on_open is not None:
+                on_open(session)
             sent = time.monotonic()
             offer = Offer(
                 session.id, self.transport, tuple(own), schedule, hints=self.coordinator.own_hints()

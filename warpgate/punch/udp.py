@@ -113,6 +113,12 @@ class UdpPuncher:
 
     # -- sending ----------------------------------------------------------------------
 
+    def send_probes(self, listener: Listener, session: bytes, targets: Sequence[Addr]) -> None:
+        """One probe to each target, now (no state needed)."""
+        packet = Probe(PROBE, session, 0).encode()
+        for target in targets:
+            _send(listener, packet, target)
+
     async def probe(
         self, state: ProbeState, listener: Listener, targets: Sequence[Addr]
     ) -> tuple[Listener, Addr]:
