@@ -6,29 +6,29 @@ gone mid-allocation -- each a clear error in bounded time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import CoturnFactory, start_coturn
 from warpgate.turn import TurnClient, TurnClosed, TurnError
-from warpgate.turn.coturn import Coturn, CoturnUnavailable, loopback_coturn
+from warpgate.turn.coturn import Coturn
 
 Addr = tuple[str, int]
 
 
 @pytest.fixture(scope="module")
 def coturn() -> Iterator[Coturn]:
-    try:
-        with loopback_coturn() as server:
-            yield server
-    except CoturnUnavailable as exc:
-        pytest.skip(str(exc))
+    """One coturn for the tests that neither stop it nor change its settings."""
+    with contextlib.ExitStack() as stack:
+        yield start_coturn(stack)
 
 
 def _peer_socket() -> socket.socket:
@@ -57,6 +57,12 @@ def _client(
         **kwargs,  # type: ignore[arg-type]
     )
     return client, got
+
+
+def _close_reason() -> tuple[asyncio.Future[str], Callable[[str], object]]:
+    """A future for the reason a client closed, and the ``on_closed`` that sets it."""
+    closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    return closed, lambda reason: closed.done() or closed.set_result(reason)
 
 
 async def test_relays_both_ways_by_indication_then_channel(coturn: Coturn) -> None:
@@ -103,29 +109,18 @@ async def test_keepalive_refreshes_keep_the_allocation(coturn: Coturn) -> None:
         peer.close()
 
 
-async def test_wrong_password_is_a_clear_error_at_once() -> None:
-    try:
-        ctx = loopback_coturn()
-        server = ctx.__enter__()
-    except CoturnUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        client, _ = _client(server, password="not-the-password")
-        begin = time.monotonic()
-        with pytest.raises(TurnError, match="rejected the credentials") as info:
-            await client.allocate()
-        assert info.value.code == 401 and time.monotonic() - begin < 2
-        assert client.closed
-    finally:
-        ctx.__exit__(None, None, None)
+async def test_wrong_password_is_a_clear_error_at_once(coturn_factory: CoturnFactory) -> None:
+    server = coturn_factory()
+    client, _ = _client(server, password="not-the-password")
+    begin = time.monotonic()
+    with pytest.raises(TurnError, match="rejected the credentials") as info:
+        await client.allocate()
+    assert info.value.code == 401 and time.monotonic() - begin < 2
+    assert client.closed
 
 
-async def test_quota_reached_is_a_clear_error() -> None:
-    try:
-        ctx = loopback_coturn(user_quota=1)
-        server = ctx.__enter__()
-    except CoturnUnavailable as exc:
-        pytest.skip(str(exc))
+async def test_quota_reached_is_a_clear_error(coturn_factory: CoturnFactory) -> None:
+    server = coturn_factory(user_quota=1)
     first, _ = _client(server)
     second, _ = _client(server)
     try:
@@ -146,15 +141,10 @@ async def test_quota_reached_is_a_clear_error() -> None:
         await third.aclose()
     finally:
         await first.aclose()
-        ctx.__exit__(None, None, None)
 
 
-async def test_stale_nonce_is_renewed_transparently() -> None:
-    try:
-        ctx = loopback_coturn(extra="stale-nonce=1\n")
-        server = ctx.__enter__()
-    except CoturnUnavailable as exc:
-        pytest.skip(str(exc))
+async def test_stale_nonce_is_renewed_transparently(coturn_factory: CoturnFactory) -> None:
+    server = coturn_factory(extra="stale-nonce=1\n")
     client, got = _client(server)
     peer = _peer_socket()
     try:
@@ -168,24 +158,14 @@ async def test_stale_nonce_is_renewed_transparently() -> None:
     finally:
         await client.aclose()
         peer.close()
-        ctx.__exit__(None, None, None)
 
 
-async def test_server_gone_mid_allocation_closes_in_bounded_time() -> None:
-    try:
-        ctx = loopback_coturn()
-        server = ctx.__enter__()
-    except CoturnUnavailable as exc:
-        pytest.skip(str(exc))
-    closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    client = TurnClient(
-        server.address,
-        server.username,
-        server.password,
-        keepalive=1.0,
-        timeout=2.0,
-        on_closed=lambda reason: closed.done() or closed.set_result(reason),
-    )
+async def test_server_gone_mid_allocation_closes_in_bounded_time(
+    coturn_factory: CoturnFactory,
+) -> None:
+    server = coturn_factory()
+    closed, on_closed = _close_reason()
+    client, _ = _client(server, keepalive=1.0, timeout=2.0, on_closed=on_closed)
     try:
         await client.allocate()
         server.stop()
@@ -197,7 +177,6 @@ async def test_server_gone_mid_allocation_closes_in_bounded_time() -> None:
             client.send(("127.0.0.1", 9), b"x")
     finally:
         await client.aclose()
-        ctx.__exit__(None, None, None)
 
 
 async def test_no_server_listening_fails_fast() -> None:
@@ -249,20 +228,12 @@ async def test_tcp_allocation_relays_a_peer_connection(coturn: Coturn) -> None:
         await client.aclose()
 
 
-async def test_tcp_control_connection_lost_closes_the_allocation() -> None:
-    try:
-        ctx = loopback_coturn()
-        server = ctx.__enter__()
-    except CoturnUnavailable as exc:
-        pytest.skip(str(exc))
-    closed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    client = TurnClient(
-        server.address,
-        server.username,
-        server.password,
-        protocol="tcp",
-        on_closed=lambda reason: closed.done() or closed.set_result(reason),
-    )
+async def test_tcp_control_connection_lost_closes_the_allocation(
+    coturn_factory: CoturnFactory,
+) -> None:
+    server = coturn_factory()
+    closed, on_closed = _close_reason()
+    client, _ = _client(server, protocol="tcp", on_closed=on_closed)
     try:
         await client.allocate()
         server.stop()
@@ -270,7 +241,6 @@ async def test_tcp_control_connection_lost_closes_the_allocation() -> None:
         assert "relay lost" in reason
     finally:
         await client.aclose()
-        ctx.__exit__(None, None, None)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")

@@ -9,28 +9,37 @@ import contextlib
 import dataclasses
 import ipaddress
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.integration.conftest import conf
+from tests.integration.conftest import CoturnFactory, conf
 from warpgate import Node, auto_connect
 from warpgate.connect import ConnectError
 from warpgate.link.link import Link, LinkPath
 from warpgate.plugin import hookimpl
 from warpgate.turn import TurnClient, TurnError
-from warpgate.turn.coturn import Coturn, CoturnUnavailable, loopback_coturn
+from warpgate.turn.coturn import Coturn
 
 SECRET = b"the relay must never see this sentence in the clear"
 
 
 @pytest.fixture
-def coturn() -> Iterator[Coturn]:
-    try:
-        with loopback_coturn() as server:
-            yield server
-    except CoturnUnavailable as exc:
-        pytest.skip(str(exc))
+def coturn(coturn_factory: CoturnFactory) -> Coturn:
+    return coturn_factory()
+
+
+class PathWatcher:
+    """A plugin that records (node, old kind, new kind) for every link path change."""
+
+    def __init__(self, changes: list[tuple[str, str, str]]) -> None:
+        self.changes = changes
+
+    @hookimpl
+    def warpgate_link_path_changed(
+        self, node: Node, link: object, old: LinkPath, new: LinkPath
+    ) -> None:
+        self.changes.append((node.conf["identity_name"], old.kind, new.kind))
 
 
 def _turn_conf(name: str, server: Coturn, **extra: object) -> dict[str, object]:
@@ -120,35 +129,32 @@ async def test_the_relay_sees_only_ciphertext(relay_pair: tuple[Node, Node]) -> 
         assert needle not in wire
 
 
-async def test_closing_the_link_releases_the_allocation(coturn: Coturn) -> None:
+async def test_closing_the_link_releases_the_allocation(coturn_factory: CoturnFactory) -> None:
     """With a quota of one allocation, a second relayed link is possible only once the
     first one's allocation was released by closing it."""
-    coturn.stop()
-    with loopback_coturn(user_quota=1) as server:
-        async with (
-            Node(ip="127.0.0.1", port=0, conf=_turn_conf("alice", server)) as a,
-            Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", server)) as b,
-        ):
-            await a.start()
-            await b.start()
-            link, _ = await auto_connect(
-                a, b.address(), methods=["turn"], transport="udp", timeout=8
-            )
-            with pytest.raises(ConnectError, match="quota"):
-                await auto_connect(a, b.address(), methods=["turn"], transport="udp", timeout=8)
-            await link.close()
-            deadline = time.monotonic() + 6
-            while True:
-                try:
-                    second, _ = await auto_connect(
-                        a, b.address(), methods=["turn"], transport="udp", timeout=8
-                    )
-                    break
-                except ConnectError:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.3)
-            assert second.path.kind == "relay"
+    server = coturn_factory(user_quota=1)
+    async with (
+        Node(ip="127.0.0.1", port=0, conf=_turn_conf("alice", server)) as a,
+        Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", server)) as b,
+    ):
+        await a.start()
+        await b.start()
+        link, _ = await auto_connect(a, b.address(), methods=["turn"], transport="udp", timeout=8)
+        with pytest.raises(ConnectError, match="quota"):
+            await auto_connect(a, b.address(), methods=["turn"], transport="udp", timeout=8)
+        await link.close()
+        deadline = time.monotonic() + 6
+        while True:
+            try:
+                second, _ = await auto_connect(
+                    a, b.address(), methods=["turn"], transport="udp", timeout=8
+                )
+                break
+            except ConnectError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.3)
+        assert second.path.kind == "relay"
 
 
 async def test_wrong_password_is_a_clear_connect_error(coturn: Coturn) -> None:
@@ -245,22 +251,16 @@ async def test_relay_first_link_upgrades_to_direct_without_losing_messages(
     sent all along arrive once each."""
     changes: list[tuple[str, str, str]] = []
 
-    class Watcher:
-        @staticmethod
-        @hookimpl
-        def warpgate_link_path_changed(
-            node: Node, link: object, old: LinkPath, new: LinkPath
-        ) -> None:
-            changes.append((node.conf["identity_name"], old.kind, new.kind))
-
     async with (
         Node(
             ip="127.0.0.1",
             port=0,
             conf=_turn_conf("alice", coturn, turn_relay_first=True),
-            plugins=[Watcher()],
+            plugins=[PathWatcher(changes)],
         ) as a,
-        Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", coturn), plugins=[Watcher()]) as b,
+        Node(
+            ip="127.0.0.1", port=0, conf=_turn_conf("bob", coturn), plugins=[PathWatcher(changes)]
+        ) as b,
     ):
         await a.start()
         await b.start()
@@ -335,26 +335,24 @@ async def test_a_direct_link_outlives_its_relay(coturn: Coturn) -> None:
         assert await inbound.recv(3) == b"still here"
 
 
-async def test_closing_the_node_releases_its_allocations() -> None:
+async def test_closing_the_node_releases_its_allocations(coturn_factory: CoturnFactory) -> None:
     """A node that closes with relayed links open releases their allocations, and its
     warm one: with a quota of two, a new node can allocate twice right after."""
-    with loopback_coturn(user_quota=2) as server:
-        async with Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", server)) as b:
-            await b.start()
-            a = Node(
-                ip="127.0.0.1", port=0, conf=_turn_conf("alice", server, turn_relay_first=True)
-            )
-            await a.start()
-            await auto_connect(a, b.address(), methods=["turn"], transport="udp", timeout=8)
-            await a.close()  # a relayed link and (relay-first) a warm allocation
-            clients: list[TurnClient] = []
-            try:
-                for _ in range(2):
-                    clients.append(await _allocate_with_patience(server))
-                assert all(c.allocation is not None for c in clients)
-            finally:
-                for client in clients:
-                    await client.aclose()
+    server = coturn_factory(user_quota=2)
+    async with Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", server)) as b:
+        await b.start()
+        a = Node(ip="127.0.0.1", port=0, conf=_turn_conf("alice", server, turn_relay_first=True))
+        await a.start()
+        await auto_connect(a, b.address(), methods=["turn"], transport="udp", timeout=8)
+        await a.close()  # a relayed link and (relay-first) a warm allocation
+        clients: list[TurnClient] = []
+        try:
+            for _ in range(2):
+                clients.append(await _allocate_with_patience(server))
+            assert all(c.allocation is not None for c in clients)
+        finally:
+            for client in clients:
+                await client.aclose()
 
 
 async def _allocate_with_patience(server: Coturn) -> TurnClient:
@@ -392,17 +390,13 @@ async def test_relay_first_stream_link_moves_to_direct_in_order(coturn: Coturn) 
     and the relayed link and its allocation are released."""
     changes: list[tuple[str, str, str]] = []
 
-    class Watcher:
-        @staticmethod
-        @hookimpl
-        def warpgate_link_path_changed(
-            node: Node, link: object, old: LinkPath, new: LinkPath
-        ) -> None:
-            changes.append((node.conf["identity_name"], old.kind, new.kind))
-
     async with (
-        Node(ip="127.0.0.1", port=0, conf=_turn_conf("alice", coturn), plugins=[Watcher()]) as a,
-        Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", coturn), plugins=[Watcher()]) as b,
+        Node(
+            ip="127.0.0.1", port=0, conf=_turn_conf("alice", coturn), plugins=[PathWatcher(changes)]
+        ) as a,
+        Node(
+            ip="127.0.0.1", port=0, conf=_turn_conf("bob", coturn), plugins=[PathWatcher(changes)]
+        ) as b,
     ):
         await a.start()
         await b.start()
