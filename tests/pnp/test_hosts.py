@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
+from tests.pnp.name_checks import assert_connects_by_name, name_clash_at_start
+from warpgate import NODE_TEST_CONF, Node, dict_child
 from warpgate.connect import resolve_destination
 from warpgate.errors import UnavailableError
 from warpgate.pnp.client import NameTakenError
@@ -43,12 +44,7 @@ async def test_connect_by_nickname(tmp_path: Path) -> None:
         await b.start()
         assert a.phase_results["setup_nickname_service"] == "alice.lan"
         assert b.phase_results["setup_nickname_service"] == "bob.lan"
-        link, method = await auto_connect(b, "alice.lan", timeout=10)
-        try:
-            assert link.remote_key == a.public_key
-            assert method
-        finally:
-            await link.close()
+        await assert_connects_by_name(b, a, "alice.lan")
         hosts = b.name_services["hosts"]
         assert await hosts.resolve("alice") == a.address()
         assert await hosts.resolve("Alice.LAN") == a.address()
@@ -73,20 +69,10 @@ async def test_connect_by_nickname(tmp_path: Path) -> None:
 async def test_taken_name_during_start_does_not_fail_start(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING)
     names = tmp_path / "names"
-    async with Node(ip="127.0.0.1", port=0, conf=conf("alice", names)) as a:
-        await a.start()
-        clash = conf("alice", names, install_path=str(tmp_path / "elsewhere"))
-        async with Node(ip="127.0.0.1", port=0, conf=clash) as c:
-            await c.start()
-            assert c.public_key != a.public_key
-            assert c.phase_results["setup_nickname_service"] == ""
-            assert "not registered" in caplog.text
-            with pytest.raises(NameTakenError):
-                await c.nickname("alice")
-            assert await c.nickname("carol") == "carol.lan"
-            assert await c.name_services["hosts"].resolve("alice") == a.address()
+    clash = conf("alice", names, install_path=str(tmp_path / "elsewhere"))
+    async with name_clash_at_start(conf("alice", names), clash, caplog, "lan") as (a, c):
+        assert await c.name_services["hosts"].resolve("alice") == a.address()
 
 
 async def test_read_only_file(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
+from tests.pnp.name_checks import assert_connects_by_name, name_clash_at_start
+from warpgate import NODE_TEST_CONF, Node, dict_child
 from warpgate.errors import UnavailableError
 from warpgate.plugin import hookimpl
 from warpgate.pnp.client import NameTakenError
@@ -46,12 +47,7 @@ async def test_connect_by_nickname(server: PnpServer) -> None:
         await b.start()
         assert a.phase_results["setup_nickname_service"] == "alice.p2p"
         assert b.phase_results["setup_nickname_service"] == "bob.p2p"
-        link, method = await auto_connect(b, "alice.p2p", timeout=10)
-        try:
-            assert link.remote_key == a.public_key
-            assert method
-        finally:
-            await link.close()
+        await assert_connects_by_name(b, a, "alice.p2p")
         # a bare name resolves too
         assert await b.name_services["pnp"].resolve("alice") == a.address()
         # bob's key cannot take alice's name
@@ -66,19 +62,10 @@ async def test_connect_by_nickname(server: PnpServer) -> None:
 async def test_taken_name_during_start_does_not_fail_start(
     server: PnpServer, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    caplog.set_level(logging.WARNING)
-    async with Node(ip="127.0.0.1", port=0, conf=conf("alice", server.port)) as a:
-        await a.start()
-        # another keystore, so another key under the same identity name
-        clash = conf("alice", server.port, install_path=str(tmp_path / "elsewhere"))
-        async with Node(ip="127.0.0.1", port=0, conf=clash) as c:
-            await c.start()
-            assert c.public_key != a.public_key
-            assert c.phase_results["setup_nickname_service"] == ""
-            assert "not registered" in caplog.text
-            with pytest.raises(NameTakenError):
-                await c.nickname("alice")
-            assert await c.nickname("carol") == "carol.p2p"
+    # another keystore, so another key under the same identity name
+    clash = conf("alice", server.port, install_path=str(tmp_path / "elsewhere"))
+    async with name_clash_at_start(conf("alice", server.port), clash, caplog, "p2p"):
+        pass
 
 
 async def test_no_servers_means_unavailable(caplog: pytest.LogCaptureFixture) -> None:
