@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from tests.fuzz.mutate import mutated
 from tests.fuzz.profile import FUZZ
+from tests.mqtt.envelope_keys import ALICE, BOB, BOB_PUB, NOW
 from warpgate.errors import AddressError
-from warpgate.identity.keystore import public_key_bytes
 from warpgate.sansio import natpmp, pnp, stun
 from warpgate.sansio.address import (
     MAX_ADDRESS_SIZE,
@@ -274,12 +274,6 @@ def test_pnp_damaged_responses(data: bytes) -> None:
 
 
 # --- signal envelope, receipts, signal messages -----------------------------------------
-
-CURVE = ec.SECP256R1()
-ALICE = ec.derive_private_key(0xA11CE, CURVE)
-BOB = ec.derive_private_key(0xB0B, CURVE)
-BOB_PUB = public_key_bytes(BOB.public_key())
-NOW = 1_800_000_000.0
 
 
 def _seal(payload: bytes, nonce: bytes = bytes(16)) -> bytes:

@@ -9,8 +9,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.mqtt.envelope_keys import (
+    ALICE,
+    ALICE_PUB,
+    BOB,
+    BOB_PUB,
+    EPHEMERAL,
+    EVE,
+    EVE_PUB,
+    NONCE,
+    NOW,
+)
 from warpgate.errors import WarpgateError
-from warpgate.identity.keystore import public_key_bytes
 from warpgate.sansio.envelope import (
     ENVELOPE_OVERHEAD,
     EnvelopeBadSignature,
@@ -26,17 +36,6 @@ from warpgate.sansio.envelope import (
     open_envelope,
     seal_envelope,
 )
-
-CURVE = ec.SECP256R1()
-ALICE = ec.derive_private_key(0xA11CE, CURVE)
-BOB = ec.derive_private_key(0xB0B, CURVE)
-EVE = ec.derive_private_key(0xE5E, CURVE)
-EPHEMERAL = ec.derive_private_key(0xE9E, CURVE)
-ALICE_PUB = public_key_bytes(ALICE.public_key())
-BOB_PUB = public_key_bytes(BOB.public_key())
-EVE_PUB = public_key_bytes(EVE.public_key())
-NOW = 1_800_000_000.0
-NONCE = bytes(range(16))
 
 # seal_envelope(b"hello warpgate", alice -> bob, now=NOW, nonce=NONCE, ephemeral=0xE9E),
 # with deterministic (RFC 6979) signatures: any change to the wire format changes it.
