@@ -191,9 +191,8 @@ class RecordStreamParser:
             pos += take
             if take < missing:
                 return records
-            # Hand the buffer itself out (no copy) and start a fresh one.
-            records.append((buf[0], memoryview(buf)[self.HEADER :]))  # type: ignore[arg-type]
-            self._buffer = buf = bytearray()
+            records.append((buf[0], bytes(buf[self.HEADER :])))
+            buf.clear()
         end = len(data)
         while end - pos >= self.HEADER:
             size = (data[pos + 1] << 8) | data[pos + 2]
