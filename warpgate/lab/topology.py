@@ -133,58 +133,38 @@ class Topology:
         for name in modes:
             if name not in known:
                 raise ConfigError(f"no router named {name!r} (routers: {sorted(known)})")
-        routers = tuple(
-            dataclasses.replace(r, mode=parse_mode(str(modes[r.name]))) if r.name in modes else r
-            for r in self.routers
+        return self._changed(
+            modes, lambda r: dataclasses.replace(r, mode=parse_mode(str(modes[r.name])))
         )
-        return dataclasses.replace(self, routers=routers)
 
     def with_loss(self, losses: Mapping[str, float]) -> Topology:
         """A copy with per-router WAN loss fractions replaced."""
-        for name in losses:
-            self.router(name)
-        routers = tuple(
-            dataclasses.replace(r, loss=float(losses[r.name])) if r.name in losses else r
-            for r in self.routers
-        )
-        return dataclasses.replace(self, routers=routers)
+        return self._changed(losses, lambda r: dataclasses.replace(r, loss=float(losses[r.name])))
 
     def with_hairpin(self, routers: Iterable[str]) -> Topology:
         """A copy with hairpinning switched on for ``routers``."""
-        names = set(routers)
-        for name in names:
-            self.router(name)
-        return dataclasses.replace(
-            self,
-            routers=tuple(
-                dataclasses.replace(r, hairpin=True) if r.name in names else r for r in self.routers
-            ),
-        )
+        return self._changed(routers, lambda r: dataclasses.replace(r, hairpin=True))
 
     def with_tcp_reset(self, routers: Iterable[str]) -> Topology:
         """A copy whose ``routers`` answer unsolicited inbound TCP with a reset."""
-        names = set(routers)
-        for name in names:
+        return self._changed(routers, lambda r: dataclasses.replace(r, tcp_reset=True))
+
+    def _changed(self, names: Iterable[str], change: Callable[[Router], Router]) -> Topology:
+        """A copy with ``change`` applied to the routers named (each must exist)."""
+        wanted = set(names)
+        for name in wanted:
             self.router(name)
-        return dataclasses.replace(
-            self,
-            routers=tuple(
-                dataclasses.replace(r, tcp_reset=True) if r.name in names else r
-                for r in self.routers
-            ),
-        )
+        routers = tuple(change(r) if r.name in wanted else r for r in self.routers)
+        return dataclasses.replace(self, routers=routers)
 
     def with_delay(self, delays: Mapping[str, tuple[float, float]]) -> Topology:
         """A copy with per-router WAN ``(delay_ms, jitter_ms)`` replaced."""
-        for name in delays:
-            self.router(name)
-        routers = tuple(
-            dataclasses.replace(r, delay_ms=delays[r.name][0], jitter_ms=delays[r.name][1])
-            if r.name in delays
-            else r
-            for r in self.routers
+        return self._changed(
+            delays,
+            lambda r: dataclasses.replace(
+                r, delay_ms=delays[r.name][0], jitter_ms=delays[r.name][1]
+            ),
         )
-        return dataclasses.replace(self, routers=routers)
 
     def lan_neighbour(self, host: str) -> str | None:
         """Another host on the same LAN as ``host`` (behind the same router), if any."""

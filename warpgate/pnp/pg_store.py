@@ -165,12 +165,7 @@ class PostgresStore:
     ) -> tuple[PutOutcome, Record | None]:
         row = await self._need_pool().fetchrow(
             "SELECT * FROM pnp_put($1, $2, $3, $4, $5, $6, $7, $8)",
-            record.name,
-            record.owner,
-            record.value,
-            client,
-            record.updated_ms,
-            record.expires_ms,
+            *record.row(client),
             now_ms,
             quota,
         )

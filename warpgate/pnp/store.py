@@ -55,6 +55,11 @@ class Record:
         (both databases hand back their own bytes-like types)."""
         return cls(name, bytes(row[0]), bytes(row[1]), row[2], row[3])
 
+    def row(self, client: str) -> tuple[str, bytes, bytes, str, int, int]:
+        """The ``pnp_names`` row of this record, registered from ``client``, in column
+        order (name, owner, value, client, updated_ms, expires_ms)."""
+        return (self.name, self.owner, self.value, client, self.updated_ms, self.expires_ms)
+
 
 @runtime_checkable
 class NameStore(Protocol):
@@ -280,14 +285,7 @@ class SqliteStore:
                 "INSERT OR REPLACE INTO pnp_names "
                 "(name, owner, value, client, updated_ms, expires_ms) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    record.name,
-                    record.owner,
-                    record.value,
-                    client,
-                    record.updated_ms,
-                    record.expires_ms,
-                ),
+                record.row(client),
             )
             return PutOutcome.STORED, record
 

@@ -215,6 +215,16 @@ def _decompress(data: bytes) -> ec.EllipticCurvePublicKey | None:
         return None
 
 
+def _seal_millis(nonce: bytes, now: float) -> int:
+    """Check a seal's nonce size and time; the time as the header's milliseconds."""
+    if len(nonce) != NONCE_SIZE:
+        raise EnvelopeError(f"nonce must be {NONCE_SIZE} bytes")
+    millis = round(now * 1000)
+    if not 0 <= millis <= _U64_MAX:
+        raise EnvelopeError("timestamp out of range")
+    return millis
+
+
 def _load_point(data: bytes, what: str, *, cache: bool = True) -> ec.EllipticCurvePublicKey:
     if len(data) != KEY_SIZE or data[0] not in (2, 3):
         raise EnvelopeMalformed(f"{what} is not a compressed P-256 point")
@@ -288,11 +298,7 @@ def seal_envelope_with_reply_key(
     :param sender_public_key: the sender's compressed key, if the caller has it (saves
         re-encoding it for every message).
     """
-    if len(nonce) != NONCE_SIZE:
-        raise EnvelopeError(f"nonce must be {NONCE_SIZE} bytes")
-    millis = round(now * 1000)
-    if not 0 <= millis <= _U64_MAX:
-        raise EnvelopeError("timestamp out of range")
+    millis = _seal_millis(nonce, now)
     recipient = bytes(recipient_public_key)
     recipient_key = _load_point(recipient, "recipient public key")
     sender = sender_public_key or _compressed(sender_private_key.public_key())
@@ -476,11 +482,7 @@ def seal_paired_envelope(
 
     :raises EnvelopeError: bad arguments (wrong key or nonce size, time out of range).
     """
-    if len(nonce) != NONCE_SIZE:
-        raise EnvelopeError(f"nonce must be {NONCE_SIZE} bytes")
-    millis = round(now * 1000)
-    if not 0 <= millis <= _U64_MAX:
-        raise EnvelopeError("timestamp out of range")
+    millis = _seal_millis(nonce, now)
     recipient = bytes(recipient_public_key)
     pair = keys.derive(recipient)
     keys.remember(recipient, pair)  # our own choice of peer: nothing to authenticate
