@@ -19,6 +19,7 @@ from warpgate.cli.peer_options import (
     StdinReader,
     accept_one,
     add_common,
+    add_target,
     connect_to_target,
     quiet_logs,
     run_command,
@@ -52,8 +53,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
             "peer and the peer's data to stdout."
         ),
     )
-    connect.add_argument("target", metavar="NAME|ADDRFILE", help="nickname or address file")
-    connect.add_argument("--as", dest="identity", default="connect", help="keystore identity")
+    add_target(connect, "connect")
     add_common(connect, serving=False)
     connect.set_defaults(func=cmd_connect)
 

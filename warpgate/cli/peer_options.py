@@ -66,6 +66,13 @@ def run_command(coro: Coroutine[Any, Any, int], command: str) -> int:
         return 1
 
 
+def add_target(parser: argparse.ArgumentParser, identity: str) -> None:
+    """The connecting side's peer (``NAME|ADDRFILE``) and its own keystore identity
+    (``--as``, default ``identity``)."""
+    parser.add_argument("target", metavar="NAME|ADDRFILE", help="nickname or address file")
+    parser.add_argument("--as", dest="identity", default=identity, help="keystore identity")
+
+
 def add_common(parser: argparse.ArgumentParser, *, serving: bool) -> None:
     """The flags every peer command takes; ``serving`` adds the listening side's."""
     group = parser.add_argument_group("servers and conf")

@@ -25,6 +25,7 @@ from warpgate.cli.peer_options import (
     CommandError,
     accept_one,
     add_common,
+    add_target,
     connect_to_target,
     quiet_logs,
     run_command,
@@ -46,8 +47,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Send FILE to a peer running 'warpgate receive', by nickname or address file.",
     )
     send.add_argument("file", type=Path, help="the file to send")
-    send.add_argument("target", metavar="NAME|ADDRFILE", help="nickname or address file")
-    send.add_argument("--as", dest="identity", default="send", help="keystore identity")
+    add_target(send, "send")
     send.add_argument("--quiet", action="store_true", help="no progress bar")
     add_common(send, serving=False)
     send.set_defaults(func=cmd_send)
