@@ -53,15 +53,34 @@ def _turn_conf(name: str, server: Coturn, **extra: object) -> dict[str, object]:
     return conf(name, **{**settings, **extra})
 
 
-@pytest.fixture
-async def relay_pair(coturn: Coturn) -> AsyncIterator[tuple[Node, Node]]:
+@contextlib.asynccontextmanager
+async def _turn_pair(
+    server: Coturn, *, watch: list[tuple[str, str, str]] | None = None, **alice_extra: object
+) -> AsyncIterator[tuple[Node, Node]]:
+    """alice (with ``alice_extra`` conf) and bob, started, relaying through ``server``;
+    with ``watch``, their link path changes are recorded there."""
+
+    def plugins() -> list[object]:
+        return [PathWatcher(watch)] if watch is not None else []
+
     async with (
-        Node(ip="127.0.0.1", port=0, conf=_turn_conf("alice", coturn)) as a,
-        Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", coturn)) as b,
+        Node(
+            ip="127.0.0.1",
+            port=0,
+            conf=_turn_conf("alice", server, **alice_extra),
+            plugins=plugins(),
+        ) as a,
+        Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", server), plugins=plugins()) as b,
     ):
         await a.start()
         await b.start()
         yield a, b
+
+
+@pytest.fixture
+async def relay_pair(coturn: Coturn) -> AsyncIterator[tuple[Node, Node]]:
+    async with _turn_pair(coturn) as pair:
+        yield pair
 
 
 async def test_relayed_link_round_trip_and_paths(
@@ -133,12 +152,7 @@ async def test_closing_the_link_releases_the_allocation(coturn_factory: CoturnFa
     """With a quota of one allocation, a second relayed link is possible only once the
     first one's allocation was released by closing it."""
     server = coturn_factory(user_quota=1)
-    async with (
-        Node(ip="127.0.0.1", port=0, conf=_turn_conf("alice", server)) as a,
-        Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", server)) as b,
-    ):
-        await a.start()
-        await b.start()
+    async with _turn_pair(server) as (a, b):
         link, _ = await auto_connect(a, b.address(), methods=["turn"], transport="udp", timeout=8)
         with pytest.raises(ConnectError, match="quota"):
             await auto_connect(a, b.address(), methods=["turn"], transport="udp", timeout=8)
@@ -158,12 +172,7 @@ async def test_closing_the_link_releases_the_allocation(coturn_factory: CoturnFa
 
 
 async def test_wrong_password_is_a_clear_connect_error(coturn: Coturn) -> None:
-    async with (
-        Node(ip="127.0.0.1", port=0, conf=_turn_conf("alice", coturn, turn_password="wrong")) as a,
-        Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", coturn)) as b,
-    ):
-        await a.start()
-        await b.start()
+    async with _turn_pair(coturn, turn_password="wrong") as (a, b):
         begin = time.monotonic()
         with pytest.raises(ConnectError, match="rejected the credentials"):
             await auto_connect(a, b.address(), methods=["turn"], transport="udp", timeout=8)
@@ -171,16 +180,7 @@ async def test_wrong_password_is_a_clear_connect_error(coturn: Coturn) -> None:
 
 
 async def test_relay_gone_mid_link_closes_the_link_with_a_reason(coturn: Coturn) -> None:
-    async with (
-        Node(
-            ip="127.0.0.1",
-            port=0,
-            conf=_turn_conf("alice", coturn, turn_keepalive=1.0, turn_timeout=2.0),
-        ) as a,
-        Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", coturn)) as b,
-    ):
-        await a.start()
-        await b.start()
+    async with _turn_pair(coturn, turn_keepalive=1.0, turn_timeout=2.0) as (a, b):
         link, _ = await auto_connect(a, b.address(), methods=["turn"], transport="udp", timeout=8)
         coturn.stop()
         begin = time.monotonic()
@@ -251,19 +251,7 @@ async def test_relay_first_link_upgrades_to_direct_without_losing_messages(
     sent all along arrive once each."""
     changes: list[tuple[str, str, str]] = []
 
-    async with (
-        Node(
-            ip="127.0.0.1",
-            port=0,
-            conf=_turn_conf("alice", coturn, turn_relay_first=True),
-            plugins=[PathWatcher(changes)],
-        ) as a,
-        Node(
-            ip="127.0.0.1", port=0, conf=_turn_conf("bob", coturn), plugins=[PathWatcher(changes)]
-        ) as b,
-    ):
-        await a.start()
-        await b.start()
+    async with _turn_pair(coturn, watch=changes, turn_relay_first=True) as (a, b):
         turn = a.traversal_methods["turn"]
         for _ in range(100):  # relay-first keeps an allocation ready (bounded wait)
             if turn._warm is not None:
@@ -311,12 +299,7 @@ async def test_relay_first_link_upgrades_to_direct_without_losing_messages(
 async def test_a_direct_link_outlives_its_relay(coturn: Coturn) -> None:
     """Once a relay-first link went direct, losing the relay does not close it."""
     fast = {"turn_relay_first": True, "turn_keepalive": 0.5, "turn_timeout": 1.0}
-    async with (
-        Node(ip="127.0.0.1", port=0, conf=_turn_conf("alice", coturn, **fast)) as a,
-        Node(ip="127.0.0.1", port=0, conf=_turn_conf("bob", coturn)) as b,
-    ):
-        await a.start()
-        await b.start()
+    async with _turn_pair(coturn, **fast) as (a, b):
         link, method = await auto_connect(a, b.address(), transport="udp", timeout=8)
         inbound = await b.accept(timeout=3)
         upgrade = a.traversal_methods["turn"].upgrades[link]
@@ -390,16 +373,7 @@ async def test_relay_first_stream_link_moves_to_direct_in_order(coturn: Coturn) 
     and the relayed link and its allocation are released."""
     changes: list[tuple[str, str, str]] = []
 
-    async with (
-        Node(
-            ip="127.0.0.1", port=0, conf=_turn_conf("alice", coturn), plugins=[PathWatcher(changes)]
-        ) as a,
-        Node(
-            ip="127.0.0.1", port=0, conf=_turn_conf("bob", coturn), plugins=[PathWatcher(changes)]
-        ) as b,
-    ):
-        await a.start()
-        await b.start()
+    async with _turn_pair(coturn, watch=changes) as (a, b):
         link, method = await auto_connect(a, b.address(), methods=["turn"], timeout=8)
         assert method == "turn" and link.path.kind == "relay" and link.path.transport == "tcp"
         inbound = await b.accept(timeout=3)
