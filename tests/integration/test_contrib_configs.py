@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.mqtt.conftest import free_port, mqtt_node, wait_listening
-from warpgate.sansio import stun
 from warpgate.turn import TurnClient
-from warpgate.turn.coturn import find_turnserver
+from warpgate.turn.coturn import answers_stun, find_turnserver, free_udp_tcp_port
 
 CONTRIB = Path(__file__).resolve().parents[2] / "contrib"
 
@@ -73,32 +72,6 @@ async def test_the_shipped_mosquitto_config_carries_signals(contrib_mosquitto: s
         assert await asyncio.wait_for(got.get(), 5) == b"through the contrib broker"
 
 
-def _free_udp_and_tcp_port() -> int:
-    """coturn listens on both; a port free for UDP may be taken for TCP (bounded)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port: int = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    pytest.fail("no port free for both UDP and TCP on loopback")
-
-
-def _answers_stun(port: int) -> bool:
-    binding = stun.encode(stun.StunMessage(stun.StunMethod.BINDING, stun.StunClass.REQUEST))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.2)
-        try:
-            sock.sendto(binding, ("127.0.0.1", port))
-            return stun.is_stun(sock.recvfrom(2048)[0])
-        except OSError:
-            return False
-
-
 async def test_the_shipped_coturn_config_relays(tmp_path: Path) -> None:
     try:
         binary = find_turnserver()
@@ -107,7 +80,7 @@ async def test_the_shipped_coturn_config_relays(tmp_path: Path) -> None:
     text = (CONTRIB / "coturn" / "turnserver.conf").read_text()
     user = re.search(r"(?m)^user=([^:]+):(.+)$", text)
     assert user is not None, "the shipped config has a long-term credential"
-    port = _free_udp_and_tcp_port()
+    port = free_udp_tcp_port()
     replacements = {
         r"(?m)^listening-port=3478$": f"listening-port={port}",
         r"(?m)^listening-ip=0\.0\.0\.0$": "listening-ip=127.0.0.1\nrelay-ip=127.0.0.1",
@@ -138,7 +111,7 @@ async def test_the_shipped_coturn_config_relays(tmp_path: Path) -> None:
     client = new_client()
     try:
         deadline = time.monotonic() + 10
-        while not _answers_stun(port):  # coturn needs a moment (bounded)
+        while not answers_stun(port):  # coturn needs a moment (bounded)
             if time.monotonic() > deadline or proc.poll() is not None:
                 pytest.fail("coturn did not start:\n" + (tmp_path / "turn.log").read_text())
             await asyncio.sleep(0.05)

@@ -74,8 +74,9 @@ def _die_with_parent() -> None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _free_udp_tcp_port() -> int:
-    # A port free for both UDP and TCP on loopback (bounded tries).
+def free_udp_tcp_port() -> int:
+    """A loopback port free for both UDP and TCP, as coturn listens on both (bounded
+    tries: a port free for UDP may be taken for TCP)."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.bind(("127.0.0.1", 0))
@@ -89,7 +90,8 @@ def _free_udp_tcp_port() -> int:
     raise CoturnUnavailable("no free loopback port for coturn")
 
 
-def _answers(port: int) -> bool:
+def answers_stun(port: int) -> bool:
+    """Whether a STUN server on loopback ``port`` answers a binding request (200 ms)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(0.2)
         msg = stun.StunMessage(stun.StunMethod.BINDING, stun.StunClass.REQUEST)
@@ -155,7 +157,7 @@ def loopback_coturn(
     """Start coturn on 127.0.0.1; yield its :class:`Coturn`; stop it on exit."""
     binary = find_turnserver()
     workdir = Path(tempfile.mkdtemp(prefix="wg-coturn-"))
-    port = _free_udp_tcp_port()
+    port = free_udp_tcp_port()
     conf = write_config(
         workdir,
         ip="127.0.0.1",
@@ -176,7 +178,7 @@ def loopback_coturn(
     server = Coturn("127.0.0.1", port, username, password, realm, workdir, proc)
     try:
         deadline = time.monotonic() + START_TIMEOUT
-        while not _answers(port):
+        while not answers_stun(port):
             if proc.poll() is not None:
                 raise CoturnUnavailable(
                     f"coturn exited with {proc.returncode}: {server.log_text()[-500:]}"
