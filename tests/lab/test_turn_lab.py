@@ -15,31 +15,13 @@ from typing import Any
 
 import pytest
 
-from warpgate import NODE_TEST_CONF, ConnectError, Node, auto_connect, dict_child
+from tests.lab.turn_conf import turn_conf
+from warpgate import ConnectError, Node, auto_connect
 
 pytestmark = pytest.mark.lab
 
 TIMEOUT = 20.0
 SECRET = b"relayed end to end"
-
-
-def conf(lab: Any, name: str, **extra: Any) -> dict[str, Any]:
-    stun = lab.servers["stun"]
-    server = f"{stun['host']}:{stun['port']}"
-    return dict_child(
-        {
-            "identity_name": name,
-            "sig_pipe_no": 1,
-            "plugins": {"signal": ["memory"]},
-            "enable_stun_clients": True,  # NAT types: symmetric on both sides
-            "stun_servers": [server],
-            "turn_servers": [server],
-            "turn_username": stun["username"],
-            "turn_password": stun["password"],
-            **extra,
-        },
-        NODE_TEST_CONF,
-    )
 
 
 async def serve(
@@ -48,7 +30,7 @@ async def serve(
     address_out: concurrent.futures.Future[bytes],
     extra_conf: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    async with Node(port=0, conf=conf(lab, name, **(extra_conf or {}))) as node:
+    async with Node(port=0, conf=turn_conf(lab, name, **(extra_conf or {}))) as node:
         await node.start()
         address_out.set_result(node.address())
         link = await node.accept(timeout=TIMEOUT)
@@ -71,7 +53,7 @@ def _nat(node: Node) -> list[str]:
 async def dial(
     lab: Any, name: str, address_in: concurrent.futures.Future[bytes], extra: dict[str, Any]
 ) -> dict[str, Any]:
-    async with Node(port=0, conf=conf(lab, name, **extra.pop("conf", {}))) as node:
+    async with Node(port=0, conf=turn_conf(lab, name, **extra.pop("conf", {}))) as node:
         await node.start()
         address = await asyncio.wrap_future(address_in)
         begin = time.monotonic()
@@ -162,7 +144,7 @@ async def test_wrong_credentials_fail_clearly_in_bounded_time(lab_factory: Any) 
     address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
 
     async def hold(lab: Any, name: str) -> None:
-        async with Node(port=0, conf=conf(lab, name)) as node:
+        async with Node(port=0, conf=turn_conf(lab, name)) as node:
             await node.start()
             address.set_result(node.address())
             await asyncio.sleep(8)
@@ -183,7 +165,7 @@ async def test_relay_going_away_closes_the_link_with_a_reason(lab_factory: Any) 
     connected: concurrent.futures.Future[None] = concurrent.futures.Future()
 
     async def hold(lab: Any, name: str) -> None:
-        async with Node(port=0, conf=conf(lab, name)) as node:
+        async with Node(port=0, conf=turn_conf(lab, name)) as node:
             await node.start()
             address.set_result(node.address())
             link = await node.accept(timeout=TIMEOUT)
@@ -192,7 +174,7 @@ async def test_relay_going_away_closes_the_link_with_a_reason(lab_factory: Any) 
 
     async def use(lab: Any, name: str) -> dict[str, Any]:
         extra = {"turn_keepalive": 1.0, "turn_timeout": 2.0}
-        async with Node(port=0, conf=conf(lab, name, **extra)) as node:
+        async with Node(port=0, conf=turn_conf(lab, name, **extra)) as node:
             await node.start()
             link, _ = await auto_connect(
                 node,
@@ -260,7 +242,7 @@ async def test_allocation_quota_reached_is_a_clear_error(lab_factory: Any, tmp_p
     finished: concurrent.futures.Future[None] = concurrent.futures.Future()
 
     async def hold(lab: Any, name: str) -> None:
-        async with Node(port=0, conf=conf(lab, name, **quota_conf)) as node:
+        async with Node(port=0, conf=turn_conf(lab, name, **quota_conf)) as node:
             await node.start()
             address.set_result(node.address())
             await asyncio.wait_for(asyncio.wrap_future(finished), 30)
@@ -272,7 +254,7 @@ async def test_allocation_quota_reached_is_a_clear_error(lab_factory: Any, tmp_p
             finished.set_result(None)
 
     async def _twice(lab: Any, name: str) -> dict[str, Any]:
-        async with Node(port=0, conf=conf(lab, name, **quota_conf)) as node:
+        async with Node(port=0, conf=turn_conf(lab, name, **quota_conf)) as node:
             await node.start()
             peer = await asyncio.wrap_future(address)
             link, _ = await auto_connect(

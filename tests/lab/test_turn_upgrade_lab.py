@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
+from tests.lab.turn_conf import turn_conf
+from warpgate import Node, auto_connect
 
 pytestmark = pytest.mark.lab
 
@@ -22,22 +23,7 @@ FALLBACK_TARGET = 6.5
 
 
 def conf(lab: Any, name: str) -> dict[str, Any]:
-    stun = lab.servers["stun"]
-    server = f"{stun['host']}:{stun['port']}"
-    return dict_child(
-        {
-            "identity_name": name,
-            "sig_pipe_no": 1,
-            "plugins": {"signal": ["memory"]},
-            "enable_stun_clients": True,
-            "stun_servers": [server],
-            "turn_servers": [server],
-            "turn_username": stun["username"],
-            "turn_password": stun["password"],
-            "turn_relay_first": True,
-        },
-        NODE_TEST_CONF,
-    )
+    return turn_conf(lab, name, turn_relay_first=True)
 
 
 class Side:
