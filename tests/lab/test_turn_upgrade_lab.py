@@ -81,10 +81,7 @@ async def callee(
         await node.start()
         address_out.set_result(node.address())
         link = await node.accept(timeout=TIMEOUT)
-        done = asyncio.Event()
-        asyncio.get_running_loop().create_task(_wait_then_set(stop, done))
-        await _pump(link, side, done)
-        side.replayed = node.traversal_methods["turn"].upgrades[link].replayed
+        await _pump_until(stop, node, link, side)
 
 
 async def caller(
@@ -102,16 +99,24 @@ async def caller(
             methods=["turn"],
             timeout=TIMEOUT,
         )
-        done = asyncio.Event()
-        asyncio.get_running_loop().create_task(_wait_then_set(stop, done))
-        await _pump(link, side, done)
-        side.replayed = node.traversal_methods["turn"].upgrades[link].replayed
+        await _pump_until(stop, node, link, side)
         return method
 
 
 async def _wait_then_set(fut: concurrent.futures.Future[None], event: asyncio.Event) -> None:
     await asyncio.wrap_future(fut)
     event.set()
+
+
+async def _pump_until(
+    stop: concurrent.futures.Future[None], node: Node, link: Any, side: Side
+) -> None:
+    """:func:`_pump` until the test thread sets ``stop``; then note how many messages
+    the upgrade replayed on the new path."""
+    done = asyncio.Event()
+    asyncio.get_running_loop().create_task(_wait_then_set(stop, done))
+    await _pump(link, side, done)
+    side.replayed = node.traversal_methods["turn"].upgrades[link].replayed
 
 
 def _kind(side: Side) -> str:
