@@ -257,11 +257,7 @@ async def test_peer_killed_mid_transfer_gives_a_clear_closed_error(
         os.kill(proc.pid, signal.SIGKILL)  # the process this test started
         outcome = await task
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=5)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _reap(proc)
     print(f"peer killed ({victim_role}): closed after {outcome['closed_at'] - killed_at:.3f} s")
     assert outcome["closed_at"] is not None, outcome
     assert outcome["closed_at"] - killed_at < 5.0, outcome
@@ -299,12 +295,17 @@ async def test_udp_peer_killed_is_noticed_within_a_keepalive_bound(lab_factory: 
 
         outcome = await lab.arun("a", survivor, "survivor", timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=5)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        _reap(proc)
     assert outcome == "closed"
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Stop (if it still runs) and wait for a victim this test spawned; close its pipe."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=5)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def _short_udp_conntrack() -> None:
