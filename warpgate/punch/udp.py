@@ -49,7 +49,7 @@ SLOW_INTERVAL = 0.1
 MAX_PROBE_ROUNDS = 400
 # Birthday probing.
 HARD_RESEND = 0.25  # each hard-side socket re-sends this often
-EASY_BATCH = 16  # random probes sent per tick by the easy side
+EASY_BATCH = 32  # random probes sent per tick by the easy side
 EASY_TICK = 0.005
 
 
