@@ -5,56 +5,27 @@ are capped.  Real PNP server on 127.0.0.1 (SQLite store) and real nodes."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import socket
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.pnp.conftest import exchange
-from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
+from tests.pnp.test_nodes import conf as node_conf
+from tests.pnp.test_server import signed
+from warpgate import Node, auto_connect
 from warpgate.pnp.client import NameTakenError
 from warpgate.pnp.server import PnpServer
 from warpgate.pnp.store import open_store
-from warpgate.sansio.pnp import Op, Status, encode_request, make_get, make_signed
+from warpgate.sansio.pnp import Op, Status, encode_request, make_get
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[PnpServer]:
     async with PnpServer(open_store(tmp_path / "names.db"), port=0) as srv:
         yield srv
-
-
-def node_conf(name: str, port: int, **extra: Any) -> dict[str, Any]:
-    return dict_child(
-        {
-            "identity_name": name,
-            "enable_nickname": True,
-            "pnp_servers": [f"127.0.0.1:{port}"],
-            "pnp_timeout": 2.0,
-            **extra,
-        },
-        NODE_TEST_CONF,
-    )
-
-
-def put(key: ec.EllipticCurvePrivateKey, name: str, value: bytes, op: Op = Op.PUT) -> bytes:
-    return encode_request(
-        make_signed(
-            op,
-            name,
-            key=key,
-            request_id=secrets.randbits(32),
-            timestamp_ms=int(time.time() * 1000),
-            nonce=secrets.token_bytes(16),
-            ttl=3600 if op == Op.PUT else 0,
-            value=value if op == Op.PUT else b"",
-        )
-    )
 
 
 async def test_name_hijack_is_refused(server: PnpServer, tmp_path: Path) -> None:
@@ -70,9 +41,9 @@ async def test_name_hijack_is_refused(server: PnpServer, tmp_path: Path) -> None
             with pytest.raises(NameTakenError):
                 await mallory.nickname("alice")
             raw_key = ec.generate_private_key(ec.SECP256R1())
-            resp = await exchange(server.port, put(raw_key, "alice", mallory.address()))
+            resp = await exchange(server.port, signed(raw_key, "alice", mallory.address()))
             assert resp.status == Status.NAME_TAKEN
-            resp = await exchange(server.port, put(raw_key, "alice", b"", Op.DELETE))
+            resp = await exchange(server.port, signed(raw_key, "alice", b"", op=Op.DELETE))
             assert resp.status == Status.NAME_TAKEN
             assert await mallory.name_services["pnp"].resolve("alice.p2p") == alice.address()
             link, _ = await auto_connect(mallory, "alice.p2p", timeout=10)
@@ -84,10 +55,10 @@ async def test_replayed_name_registration_is_refused(server: PnpServer) -> None:
     """A captured PUT (or DELETE) sent again is refused, so an eavesdropper cannot undo a
     later change by replaying an earlier one."""
     key = ec.generate_private_key(ec.SECP256R1())
-    first = put(key, "carol", b"address-1")
+    first = signed(key, "carol", b"address-1")
     assert (await exchange(server.port, first)).status == Status.OK
     await asyncio.sleep(0.01)
-    assert (await exchange(server.port, put(key, "carol", b"address-2"))).status == Status.OK
+    assert (await exchange(server.port, signed(key, "carol", b"address-2"))).status == Status.OK
     assert (await exchange(server.port, first)).status == Status.REPLAY
     resp = await exchange(server.port, encode_request(make_get("carol", 5)))
     assert resp.value == b"address-2"
@@ -98,7 +69,7 @@ async def test_one_client_cannot_exhaust_the_name_space(tmp_path: Path) -> None:
         statuses = []
         for i in range(8):
             key = ec.generate_private_key(ec.SECP256R1())  # a fresh key per name: no help
-            statuses.append((await exchange(srv.port, put(key, f"squat{i}", b"x"))).status)
+            statuses.append((await exchange(srv.port, signed(key, f"squat{i}", b"x"))).status)
         assert statuses[:5] == [Status.OK] * 5
         assert set(statuses[5:]) == {Status.QUOTA}
 
