@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
-from warpgate.pnp.server import PnpServer
-from warpgate.pnp.store import open_store
+from warpgate.demo.lab import serve_pnp
 
 pytestmark = pytest.mark.lab
 
@@ -38,17 +37,6 @@ def conf(name: str, server: str, **extra: Any) -> dict[str, Any]:
         },
         NODE_TEST_CONF,
     )
-
-
-async def run_server(
-    ip: str,
-    db: Path,
-    port_out: concurrent.futures.Future[int],
-    stop: concurrent.futures.Future[None],
-) -> None:
-    async with PnpServer(open_store(db), host=ip, port=0) as server:
-        port_out.set_result(server.port)
-        await asyncio.wrap_future(stop)
 
 
 async def alice(
@@ -81,7 +69,7 @@ async def test_connect_by_name_across_a_nat(lab_factory: Any, tmp_path: Path) ->
     port: concurrent.futures.Future[int] = concurrent.futures.Future()
     stop: concurrent.futures.Future[None] = concurrent.futures.Future()
     server_task = asyncio.ensure_future(
-        lab.arun("pub", run_server, lab.address("pub"), db, port, stop, timeout=90)
+        lab.arun("pub", serve_pnp, lab.address("pub"), 0, db, port, stop, timeout=90)
     )
     try:
         bound: int = await asyncio.wait_for(asyncio.wrap_future(port), 30)  # type: ignore[arg-type]

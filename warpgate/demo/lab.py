@@ -66,16 +66,19 @@ def lab_conf(server_ip: str, home: Path, lab_servers: dict[str, Any]) -> dict[st
     )
 
 
-async def _pnp_server(
-    server_ip: str,
+async def serve_pnp(
+    ip: str,
+    port: int,
     db: Path,
     ready: concurrent.futures.Future[int],
     stop: concurrent.futures.Future[None],
 ) -> None:
+    """A PNP server (SQLite ``db``) on ``ip:port`` (0: any free port) until ``stop`` is
+    set; ``ready`` gets its port.  Run it in a lab host with ``lab.arun``."""
     from warpgate.pnp.server import PnpServer
     from warpgate.pnp.store import SqliteStore
 
-    async with PnpServer(SqliteStore(db), host=server_ip, port=PNP_PORT) as server:
+    async with PnpServer(SqliteStore(db), host=ip, port=port) as server:
         ready.set_result(server.port)
         await asyncio.wrap_future(stop)
 
@@ -151,8 +154,9 @@ async def run_lab_demo(lab: Any, out: TextIO, *, quiet: bool = False) -> DemoRep
         pnp = asyncio.ensure_future(
             lab.arun(
                 "inet",
-                _pnp_server,
+                serve_pnp,
                 SERVER_ADDRESS,
+                PNP_PORT,
                 work / "names.db",
                 pnp_ready,
                 stop,
