@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.doc_tests import ROOT, missing_named_tests
+
 DOC = (ROOT / "docs" / "fuzzing.md").read_text()
-
-
-def _defined(path: Path) -> set[str]:
-    return set(re.findall(r"^(?:async )?def (test_\w+)", path.read_text(), re.M))
 
 
 def test_every_sansio_module_is_in_the_fuzzing_inventory() -> None:
@@ -22,18 +18,7 @@ def test_every_sansio_module_is_in_the_fuzzing_inventory() -> None:
 
 
 def test_every_fuzz_test_named_in_the_doc_exists() -> None:
-    here = set().union(*(_defined(p) for p in (ROOT / "tests" / "fuzz").glob("test_*.py")))
-    missing = []
-    for line in DOC.splitlines():
-        for path, name in re.findall(r"`(?:(tests/[\w/]+\.py)::)?(test_\w+)`", line):
-            if not path:
-                ok = name in here
-            elif (ROOT / path).exists():
-                ok = name in _defined(ROOT / path)
-            else:
-                ok = "pending" in line
-            if not ok:
-                missing.append(f"{path}::{name}" if path else name)
+    missing = missing_named_tests(DOC.splitlines(), ROOT / "tests" / "fuzz")
     assert not missing, f"docs/fuzzing.md names tests that do not exist: {missing}"
 
 
