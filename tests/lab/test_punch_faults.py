@@ -256,3 +256,83 @@ async def test_lost_or_tampered_signal_messages_fail_cleanly(
     assert asked["sessions"] == asked["states"] == 0, asked
     assert served["sessions"] == served["states"] == 0, served  # the peer gave up too
     assert asked["dropped"] + served["dropped"] + served["tampered"] >= 1
+
+
+# --- birthday probing: the requester fails after the path is confirmed -------------------
+
+
+async def _hard_responder(
+    stun: str,
+    address: concurrent.futures.Future[bytes],
+    started: concurrent.futures.Future[int],
+    done: concurrent.futures.Future[bool],
+) -> dict[str, Any]:
+    conf = node_conf("hard", stun, punch_timeout=3.0)
+    async with Node(port=0, conf=conf) as node:
+        await node.start()
+        address.set_result(node.address())
+        method = node.traversal_methods["udp_punch"]
+        await asyncio.wrap_future(done)
+        # Its session holds every birthday socket until the handshake that never comes,
+        # then the punch timeout releases them all.
+        for _ in range(80):
+            if not method.coordinator.sessions and not method.puncher._sockets:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.2)
+        return {
+            "sessions": len(method.coordinator.sessions),
+            "sockets": len(method.puncher._sockets),
+            "fds_after": open_fds(),
+            "fds_before": await asyncio.wrap_future(started),
+        }
+
+
+async def _failing_easy_requester(
+    stun: str,
+    address: concurrent.futures.Future[bytes],
+    started: concurrent.futures.Future[int],
+    done: concurrent.futures.Future[bool],
+) -> dict[str, Any]:
+    try:
+        async with Node(port=0, conf=node_conf("easy", stun)) as node:
+            await node.start()
+            peer = await asyncio.wrap_future(address)
+            await asyncio.sleep(0.3)
+            started.set_result(open_fds())
+            confirmed = []
+
+            async def dial(listener: Any, remote: Any, **_kw: Any) -> Any:
+                confirmed.append(remote)  # the path was found; the handshake "fails"
+                raise ConnectionError("handshake refused (test)")
+
+            node.udp.dial = dial  # type: ignore[method-assign]
+            try:
+                await auto_connect(node, peer, transport="udp", methods=["udp_punch"], timeout=8)
+                outcome = "connected?!"
+            except ConnectError as exc:
+                outcome = str(exc)
+            return {"outcome": outcome, "confirmed": confirmed}
+    finally:
+        done.set_result(True)
+
+
+async def test_birthday_sockets_are_released_when_the_handshake_never_comes(
+    lab_factory: Any,
+) -> None:
+    lab = lab_factory(("port-restricted", "symmetric"), servers=True)
+    stun = f"{lab.servers['stun']['host']}:{lab.servers['stun']['port']}"
+    address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+    started: concurrent.futures.Future[int] = concurrent.futures.Future()
+    done: concurrent.futures.Future[bool] = concurrent.futures.Future()
+    before = open_fds()
+    hard, easy = await asyncio.gather(
+        lab.arun("b", _hard_responder, stun, address, started, done, timeout=60),
+        lab.arun("a", _failing_easy_requester, stun, address, started, done, timeout=60),
+    )
+    await asyncio.sleep(0.2)
+    assert easy["confirmed"] and "handshake refused" in easy["outcome"], easy
+    assert hard["sessions"] == hard["sockets"] == 0, hard
+    # All 256 birthday sockets closed while the node still runs, and nothing after.
+    assert hard["fds_after"] <= hard["fds_before"], hard
+    assert open_fds() <= before
