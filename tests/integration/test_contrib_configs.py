@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mqtt.conftest import free_port, mqtt_node, wait_listening
+from tests.mqtt.conftest import free_port, mqtt_node, send_and_receive, wait_listening
 from warpgate.turn import TurnClient
 from warpgate.turn.coturn import answers_stun, find_turnserver, free_udp_tcp_port
 
@@ -66,10 +66,7 @@ async def test_the_shipped_mosquitto_config_carries_signals(contrib_mosquitto: s
     ):
         await a.start()
         await b.start()
-        got: asyncio.Queue[bytes] = asyncio.Queue()
-        b.signal_transports["mqtt"].add_handler(lambda _sender, payload: got.put_nowait(payload))
-        await a.signal_transports["mqtt"].send(b.public_key, b"through the contrib broker")
-        assert await asyncio.wait_for(got.get(), 5) == b"through the contrib broker"
+        await send_and_receive(a, b, b"through the contrib broker")
 
 
 async def test_the_shipped_coturn_config_relays(tmp_path: Path) -> None:

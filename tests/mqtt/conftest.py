@@ -3,6 +3,7 @@ embedded broker, and node confs pointing at them.  Nothing here leaves this mach
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -153,3 +154,17 @@ async def mqtt_pair(mosquitto: Mosquitto) -> AsyncIterator[tuple[Node, Node]]:
         await a.start()
         await b.start()
         yield a, b
+
+
+def received(node: Node) -> asyncio.Queue[tuple[bytes, bytes]]:
+    """Every signal message ``node``'s mqtt transport delivers, as (sender, payload)."""
+    queue: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
+    node.signal_transports["mqtt"].add_handler(lambda s, p: queue.put_nowait((s, p)))
+    return queue
+
+
+async def send_and_receive(a: Node, b: Node, payload: bytes, **kw: object) -> None:
+    """A signal message from ``a`` arrives at ``b`` (within 5 s), from ``a``."""
+    inbox = received(b)
+    await a.signal_transports["mqtt"].send(b.public_key, payload, **kw)
+    assert await asyncio.wait_for(inbox.get(), 5) == (a.public_key, payload)

@@ -11,7 +11,7 @@ import aiomqtt
 import pytest
 
 from tests.integration.conftest import keypair
-from tests.mqtt.conftest import Mosquitto
+from tests.mqtt.conftest import Mosquitto, send_and_receive
 from warpgate import Node
 from warpgate.sansio.envelope import seal_envelope
 from warpgate_plugins.mqtt import topic_for
@@ -45,10 +45,7 @@ def sealed(a: Node, to: bytes, payload: bytes, *, now: float | None = None) -> b
 
 
 async def still_works(a: Node, b: Node) -> None:
-    inbox: asyncio.Queue[bytes] = asyncio.Queue()
-    b.signal_transports["mqtt"].add_handler(lambda s, p: inbox.put_nowait(p))
-    await a.signal_transports["mqtt"].send(b.public_key, b"still alive?")
-    assert await asyncio.wait_for(inbox.get(), 5) == b"still alive?"
+    await send_and_receive(a, b, b"still alive?")
     assert b.signal_transports["mqtt"].statistics()["delivered"] == 1
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.integration.conftest import keypair
-from tests.mqtt.conftest import Mosquitto, mqtt_node
+from tests.mqtt.conftest import Mosquitto, mqtt_node, send_and_receive
 from warpgate import Node
 from warpgate.errors import ConfigError
 from warpgate.sansio.address import HintKind, NodeAddress
@@ -57,13 +57,6 @@ def test_hrw_spreads_keys_and_moves_few_on_removal() -> None:
     moved = sum(hrw_select(k, BROKERS, 2) != hrw_select(k, rest, 2) for k in keys)
     affected = sum(removed in hrw_select(k, BROKERS, 2) for k in keys)
     assert moved == affected  # only keys that ranked the removed broker change
-
-
-async def send_and_receive(a: Node, b: Node, payload: bytes, **kw: object) -> None:
-    inbox: asyncio.Queue[bytes] = asyncio.Queue()
-    b.signal_transports["mqtt"].add_handler(lambda s, p: inbox.put_nowait(p))
-    await a.signal_transports["mqtt"].send(b.public_key, payload, **kw)
-    assert await asyncio.wait_for(inbox.get(), 5) == payload
 
 
 async def all_brokers_up(*nodes: Node) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import aiomqtt
 
-from tests.mqtt.conftest import mqtt_node
+from tests.mqtt.conftest import mqtt_node, send_and_receive
 from warpgate import auto_connect
 from warpgate.serve import EmbeddedMqttBroker
 
@@ -38,10 +38,7 @@ async def test_nodes_signal_and_reverse_connect_through_the_embedded_broker() ->
         async with mqtt_node("alice", [broker.url]) as a, mqtt_node("bob", [broker.url]) as b:
             await a.start()
             await b.start()
-            inbox: asyncio.Queue[bytes] = asyncio.Queue()
-            b.signal_transports["mqtt"].add_handler(lambda s, p: inbox.put_nowait(p))
-            await a.signal_transports["mqtt"].send(b.public_key, b"embedded")
-            assert await asyncio.wait_for(inbox.get(), 5) == b"embedded"
+            await send_and_receive(a, b, b"embedded")
             link, method = await auto_connect(a, b.address(), methods=["reverse"])
             assert method == "reverse"
             inbound = await b.accept(timeout=5)

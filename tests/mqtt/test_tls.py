@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.mqtt.conftest import Mosquitto, mqtt_node
+from tests.mqtt.conftest import Mosquitto, mqtt_node, send_and_receive
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -61,10 +61,7 @@ async def test_signalling_through_a_tls_broker(
     ):
         await a.start()
         await b.start()
-        inbox: asyncio.Queue[bytes] = asyncio.Queue()
-        b.signal_transports["mqtt"].add_handler(lambda s, p: inbox.put_nowait(p))
-        await a.signal_transports["mqtt"].send(b.public_key, b"over tls")
-        assert await asyncio.wait_for(inbox.get(), 5) == b"over tls"
+        await send_and_receive(a, b, b"over tls")
 
 
 async def test_untrusted_certificate_is_refused_and_retried(

@@ -6,15 +6,9 @@ import asyncio
 from collections.abc import Callable
 
 from tests.integration.conftest import keypair
-from tests.mqtt.conftest import Mosquitto, mqtt_node
+from tests.mqtt.conftest import Mosquitto, mqtt_node, received
 from warpgate import Node, auto_connect
 from warpgate.sansio.address import HintKind, NodeAddress
-
-
-def received(node: Node) -> asyncio.Queue[tuple[bytes, bytes]]:
-    queue: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
-    node.signal_transports["mqtt"].add_handler(lambda s, p: queue.put_nowait((s, p)))
-    return queue
 
 
 async def test_two_nodes_exchange_signals(mqtt_pair: tuple[Node, Node]) -> None:

@@ -14,7 +14,7 @@ import aiomqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.mqtt.conftest import Mosquitto
+from tests.mqtt.conftest import Mosquitto, received
 from warpgate import Node, auto_connect
 from warpgate.identity.keystore import public_key_bytes
 from warpgate.sansio.address import NodeAddress
@@ -56,12 +56,6 @@ async def eavesdropper(mosquitto: Mosquitto) -> AsyncIterator[Eavesdropper]:
             await asyncio.gather(spy._task, return_exceptions=True)
 
 
-def _inbox(node: Node) -> asyncio.Queue[tuple[bytes, bytes]]:
-    inbox: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
-    node.signal_transports["mqtt"].add_handler(lambda s, p: inbox.put_nowait((s, p)))
-    return inbox
-
-
 def _stat(node: Node, name: str) -> int:
     return int(node.signal_transports["mqtt"].statistics()[name])
 
@@ -79,7 +73,7 @@ async def test_broker_sees_only_ciphertext(
     broker encrypted.  What it does see, by design: topics (the recipient's key) and the
     sender's key in each envelope header (needed to check the signature)."""
     a, b = mqtt_pair
-    inbox = _inbox(b)
+    inbox = received(b)
     await a.signal_transports["mqtt"].send(b.public_key, MARKER)
     assert (await asyncio.wait_for(inbox.get(), 5))[1] == MARKER
     link, method = await auto_connect(a, b.address(), methods=["reverse"], timeout=10)
@@ -98,7 +92,7 @@ async def test_forged_signal_is_dropped(mqtt_pair: tuple[Node, Node], mosquitto:
     """Eve publishes a message claiming to come from Alice: the signature check drops
     it before anything reads it."""
     a, b = mqtt_pair
-    inbox = _inbox(b)
+    inbox = received(b)
     eve_key = ec.generate_private_key(ec.SECP256R1())
     envelope = bytearray(
         seal_envelope(
@@ -120,7 +114,7 @@ async def test_replayed_signal_is_dropped(
     mqtt_pair: tuple[Node, Node], eavesdropper: Eavesdropper
 ) -> None:
     a, b = mqtt_pair
-    inbox = _inbox(b)
+    inbox = received(b)
     await a.signal_transports["mqtt"].send(b.public_key, b"once")
     assert (await asyncio.wait_for(inbox.get(), 5))[1] == b"once"
     await eavesdropper.wait_for(1)
