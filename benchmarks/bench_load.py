@@ -36,6 +36,7 @@ import time
 from typing import Any
 
 from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
+from warpgate.link.tcp import LINK_MAGIC
 
 HERE = os.path.abspath(__file__)
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -85,7 +86,7 @@ async def tcp_flood(port: int, conns: int, seconds: float) -> None:
             try:
                 _reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 # Half start like a link (the magic), half not: both paths of the parser.
-                writer.write(b"WGL\x01" if random.random() < 0.5 else b"")
+                writer.write(LINK_MAGIC if random.random() < 0.5 else b"")
                 while time.monotonic() < end:
                     writer.write(junk[: random.randrange(1, len(junk))])
                     await writer.drain()

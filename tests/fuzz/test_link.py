@@ -37,6 +37,7 @@ from warpgate.sansio.link_handshake import (
 from warpgate.sansio.link_records import (
     END,
     MAX_CHUNK,
+    MAX_RECORD,
     PONG,
     RECORD_HEADER,
     DatagramRecordCodec,
@@ -197,7 +198,8 @@ def test_datagram_records_drop_forgeries_and_replays(
 @FUZZ
 @given(st.lists(st.tuples(st.integers(0, PONG), st.binary(max_size=300)), max_size=10), st.data())
 def test_stream_parser_any_chunking(records: list[tuple[int, bytes]], data: st.DataObject) -> None:
-    wire = b"".join(bytes([k]) + len(b).to_bytes(2, "big") + b for k, b in records)
+    size = RECORD_HEADER - 1
+    wire = b"".join(bytes([k]) + len(b).to_bytes(size, "big") + b for k, b in records)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=12)))
     parser = RecordStreamParser()
     got: list[tuple[int, bytes]] = []
@@ -219,15 +221,20 @@ def _chunks(total: int, seed: int) -> Iterator[bytes]:
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_stream_parser_memory_bound(seed: int) -> None:
-    """Megabytes of garbage: the parser never holds more than one partial record."""
+    """Megabytes of garbage: the parser never holds more than one partial record, and a
+    length it could never accept is refused at once (the link then closes)."""
     parser = RecordStreamParser()
-    records = 0
+    records = refused = 0
     for chunk in _chunks(GARBAGE_BYTES, seed):
-        for _kind, body in parser.feed(chunk):
-            assert len(body) <= MAX_MESSAGE
-            records += 1
-        assert parser.buffered < RECORD_HEADER + MAX_MESSAGE
-    assert records > 0
+        try:
+            for _kind, body in parser.feed(chunk):
+                assert len(body) <= MAX_RECORD
+                records += 1
+        except LinkProtocolError:
+            refused += 1
+            parser = RecordStreamParser()  # what the link does: it closes
+        assert parser.buffered < RECORD_HEADER + MAX_RECORD
+    assert records + refused > 0
 
 
 class _Transport(asyncio.Transport):
@@ -368,5 +375,5 @@ def test_udp_node_still_serves_after_fuzz(udp_node: tuple[asyncio.AbstractEventL
 
 
 def test_max_chunk_fits_a_record() -> None:
-    assert RECORD_HEADER + MAX_CHUNK + 16 <= RECORD_HEADER + MAX_MESSAGE
+    assert MAX_CHUNK + 16 <= MAX_RECORD < 1 << (8 * (RECORD_HEADER - 1))
     assert END in (0, 1)

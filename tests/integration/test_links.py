@@ -33,7 +33,8 @@ async def test_connect_send_recv_both_ways(pair: tuple[Node, Node]) -> None:
     assert link.remote_key == b.public_key
     inbound = await b.accept(timeout=2)
     assert inbound.remote_key == a.public_key and inbound.path.method == "inbound"
-    for size in (0, 1, 1000, 65517, 65518, 65519, 200_000):
+    # Around the old 64 KiB record limit, one record, and several records (1 MiB each).
+    for size in (0, 1, 1000, 65519, 65536, 200_000, (1 << 20) - 16, (1 << 20) - 15, 3_000_000):
         payload = os.urandom(size)
         await link.send(payload)
         assert await inbound.recv(2) == payload, size
@@ -310,3 +311,19 @@ async def test_ping_measures_round_trip(pair: tuple[Node, Node]) -> None:
     a, b = pair
     link, _ = await auto_connect(a, b.address())
     assert 0 < await link.ping() < 1
+
+
+async def test_an_older_link_framing_gets_a_clear_error(
+    pair: tuple[Node, Node], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A peer speaking framing version 1 (16-bit record lengths) is told to upgrade."""
+    import asyncio
+
+    _a, b = pair
+    reader, writer = await asyncio.open_connection("127.0.0.1", b.listen_port)
+    writer.write(b"WGL\x01" + bytes(40))
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 2) == b""  # dropped
+    writer.close()
+    await writer.wait_closed()
+    assert "link framing version 1" in caplog.text

@@ -23,6 +23,7 @@ from warpgate.sansio.link_records import (
     END,
     MAX_CHUNK,
     PING,
+    RECORD_HEADER,
     DatagramRecordCodec,
     Message,
     Ping,
@@ -99,7 +100,7 @@ def test_identity_payload_fuzz(data: bytes) -> None:
         pass
 
 
-def codecs(max_message: int = 1 << 20) -> tuple[RecordCodec, RecordCodec]:
+def codecs(max_message: int = 4 << 20) -> tuple[RecordCodec, RecordCodec]:
     k1, k2 = os.urandom(32), os.urandom(32)
     return (
         RecordCodec(CipherState(k1), CipherState(k2), max_message=max_message),
@@ -117,6 +118,18 @@ def test_wire_messages_parse_back(size: int) -> None:
     assert parser.buffered == 0
 
 
+def test_a_64_kib_message_is_one_record() -> None:
+    sender, _receiver = codecs()
+    assert len(sender.seal_message(bytes(65536))) == 1
+
+
+def test_an_impossible_record_length_is_refused_before_buffering() -> None:
+    parser = RecordStreamParser()
+    with pytest.raises(LinkProtocolError, match="exceeds"):
+        parser.feed(bytes([END]) + (MAX_CHUNK + 17).to_bytes(3, "big") + bytes(10))
+    assert parser.buffered == 0
+
+
 def test_record_type_is_authenticated() -> None:
     sender, receiver = codecs()
     kind, ciphertext = sender.seal_message(b"hello")[0]
@@ -127,7 +140,7 @@ def test_record_type_is_authenticated() -> None:
 
 def test_oversized_reassembly_is_refused() -> None:
     k1, k2 = os.urandom(32), os.urandom(32)
-    sender = RecordCodec(CipherState(k1), CipherState(k2), max_message=1 << 20)
+    sender = RecordCodec(CipherState(k1), CipherState(k2), max_message=4 << 20)
     receiver = RecordCodec(CipherState(k2), CipherState(k1), max_message=MAX_CHUNK)
     first, second = sender.seal_message(os.urandom(MAX_CHUNK + 10))
     assert receiver.open(first) is None  # a partial message, still within the limit
@@ -140,7 +153,9 @@ def test_oversized_reassembly_is_refused() -> None:
 def test_stream_parser_reassembles_any_chunking(
     records: list[tuple[int, bytes]], data: st.DataObject
 ) -> None:
-    stream = b"".join(bytes([k]) + len(b).to_bytes(2, "big") + b for k, b in records)
+    stream = b"".join(
+        bytes([k]) + len(b).to_bytes(RECORD_HEADER - 1, "big") + b for k, b in records
+    )
     parser = RecordStreamParser()
     got: list[tuple[int, bytes]] = []
     pos = 0
@@ -155,11 +170,11 @@ def test_stream_parser_reassembles_any_chunking(
 @given(st.binary(max_size=200))
 def test_records_fuzz_only_raise_protocol_errors(data: bytes) -> None:
     _, receiver = codecs()
-    for kind, body in RecordStreamParser().feed(data):
-        try:
+    try:
+        for kind, body in RecordStreamParser().feed(data):
             receiver.open((kind, body))
-        except LinkProtocolError:
-            pass
+    except LinkProtocolError:
+        pass
 
 
 @FUZZ

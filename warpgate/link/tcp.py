@@ -1,7 +1,7 @@
 """Links over TCP.
 
-Wire: ``WGL\\x01`` from the dialler, then the three handshake messages, each behind a
-2-byte big-endian length, then records: type u8 | length u16 | ciphertext (see
+Wire: ``WGL\\x02`` from the dialler, then the three handshake messages, each behind a
+2-byte big-endian length, then records: type u8 | length u24 | ciphertext (see
 :mod:`warpgate.sansio.link_records`).
 
 One :class:`LinkConnection` (an ``asyncio.Protocol``) drives each connection from its
@@ -18,13 +18,14 @@ import logging
 import socket
 from collections.abc import Callable
 
-from warpgate.link.link import Addr, Link, LinkClosed, LinkPath
+from warpgate.link.link import Addr, Link, LinkClosed, LinkPath, _ReceiveFailed
 from warpgate.sansio.link_handshake import LinkHandshake, LinkIdentity, LinkProtocolError
-from warpgate.sansio.link_records import RecordCodec, RecordStreamParser
+from warpgate.sansio.link_records import RECORD_HEADER, RecordCodec, RecordStreamParser
 
 log = logging.getLogger(__name__)
 
-LINK_MAGIC = b"WGL\x01"
+# The last byte is the version of the framing: 2 since records carry 24-bit lengths.
+LINK_MAGIC = b"WGL\x02"
 _LEN = 2
 PAUSE_AT = 64  # records waiting for the link's reader before we stop reading the socket
 # Inbound handshakes in progress from one IP address.  Each may hold a socket and up to
@@ -93,7 +94,17 @@ class LinkConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._state == "records":
-            self._add_records(self._parser.feed(data))
+            try:
+                records = self._parser.feed(data)
+            except LinkProtocolError as exc:
+                # An impossible record length: the reader task closes the link with it.
+                self._state = "closed"
+                self._records.append(_ReceiveFailed(exc))  # type: ignore[arg-type]
+                self._records_ready.set()
+                if self.link is not None:
+                    self.link.wake_reader()
+                return
+            self._add_records(records)
             return
         if self._state == "closed":
             # A failed handshake aborted the transport, but bytes it had already read
@@ -142,6 +153,11 @@ class LinkConnection(asyncio.Protocol):
             if len(buf) < len(LINK_MAGIC):
                 return
             if bytes(buf[: len(LINK_MAGIC)]) != LINK_MAGIC:
+                if bytes(buf[:3]) == LINK_MAGIC[:3]:
+                    raise LinkProtocolError(
+                        f"the peer speaks link framing version {buf[3]}, this build "
+                        f"version {LINK_MAGIC[3]}: upgrade the older side"
+                    )
                 raise LinkProtocolError(f"not a warpgate link (first bytes {bytes(buf[:4])!r})")
             del buf[: len(LINK_MAGIC)]
             self._state = "handshake"
@@ -316,7 +332,7 @@ class TcpLink(Link):
             raise LinkClosed(f"link closed {self._close_reason}".strip())
         parts: list[bytes] = []
         for kind, ciphertext in records:
-            parts.append(bytes([kind]) + len(ciphertext).to_bytes(_LEN, "big"))
+            parts.append(bytes([kind]) + len(ciphertext).to_bytes(RECORD_HEADER - 1, "big"))
             parts.append(ciphertext)
         await self._conn.write(parts)
 

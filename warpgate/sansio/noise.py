@@ -52,6 +52,7 @@ __all__ = [
     "HASH_SIZE",
     "MAX_MESSAGE",
     "MAX_NONCE",
+    "MAX_RECORD",
     "PROTOCOL_NAME",
     "TAG_SIZE",
     "CipherState",
@@ -68,6 +69,8 @@ DEFAULT_CIPHER: Final = "AESGCM"
 PROTOCOL_NAME: Final = b"Noise_XX_25519_ChaChaPoly_SHA256"
 """The ChaChaPoly protocol name (kept for compatibility; see :func:`protocol_name`)."""
 MAX_MESSAGE: Final = 65535
+MAX_RECORD: Final = 1 << 24
+"""Largest transport ciphertext a :class:`CipherState` may be allowed (16 MiB)."""
 """Noise's limit on the size of any message, handshake or transport."""
 TAG_SIZE: Final = 16
 """Size of the authentication tag (both ciphers) added to every encrypted field."""
@@ -222,10 +225,19 @@ class CipherState:
     Plaintexts, ciphertexts and associated data may be any bytes-like object (bytes,
     bytearray, memoryview); they are handed to the AEAD without copying where possible.
     Nonce ``2**64 - 1`` is reserved and refused.  Ciphertexts are limited to
-    :data:`MAX_MESSAGE` bytes, plaintexts to ``MAX_MESSAGE - TAG_SIZE``.
+    ``max_message`` bytes (Noise's :data:`MAX_MESSAGE`, 65535, unless the caller's
+    framing allows more: see :attr:`max_message`), plaintexts to ``max_message - TAG_SIZE``.
     """
 
-    __slots__ = ("_aead", "_cipher", "_key", "_make_aead", "_nonce", "_nonce_bytes")
+    __slots__ = (
+        "_aead",
+        "_cipher",
+        "_key",
+        "_make_aead",
+        "_max_message",
+        "_nonce",
+        "_nonce_bytes",
+    )
 
     def __init__(self, key: bytes, cipher: str = DEFAULT_CIPHER) -> None:
         self._make_aead, self._nonce_bytes = _cipher_functions(cipher)
@@ -235,6 +247,7 @@ class CipherState:
         self._key = bytes(key)
         self._aead = self._make_aead(self._key)
         self._nonce = 0
+        self._max_message = MAX_MESSAGE
 
     def __repr__(self) -> str:  # never show the key
         return f"<CipherState {self._cipher} nonce={self._nonce}>"
@@ -243,6 +256,20 @@ class CipherState:
     def cipher(self) -> str:
         """The Noise cipher name, ``"AESGCM"`` or ``"ChaChaPoly"``."""
         return self._cipher
+
+    @property
+    def max_message(self) -> int:
+        """Largest ciphertext, tag included.  Noise caps messages at 65535 bytes for its
+        16-bit length fields; a record layer with wider length fields may raise it (to at
+        most :data:`MAX_RECORD`), since AES-GCM and ChaCha20-Poly1305 are safe for far
+        longer messages.  Handshake messages are always held to :data:`MAX_MESSAGE`."""
+        return self._max_message
+
+    @max_message.setter
+    def max_message(self, size: int) -> None:
+        if not TAG_SIZE < size <= MAX_RECORD:
+            raise NoiseError(f"max_message must be in ({TAG_SIZE}, {MAX_RECORD}]")
+        self._max_message = size
 
     @property
     def nonce(self) -> int:
@@ -260,9 +287,9 @@ class CipherState:
         """Encrypt ``plaintext`` under the explicit ``nonce``; the counter is untouched."""
         self._check_nonce(nonce)
         plaintext = _buffer(plaintext)
-        if len(plaintext) > MAX_MESSAGE - TAG_SIZE:
+        if len(plaintext) > self._max_message - TAG_SIZE:
             raise NoiseError(
-                f"plaintext of {len(plaintext)} bytes exceeds {MAX_MESSAGE - TAG_SIZE} bytes"
+                f"plaintext of {len(plaintext)} bytes exceeds {self._max_message - TAG_SIZE} bytes"
             )
         return self._aead.encrypt(self._nonce_bytes(nonce), plaintext, _buffer(ad))
 
@@ -272,8 +299,8 @@ class CipherState:
         ciphertext = _buffer(ciphertext)
         if len(ciphertext) < TAG_SIZE:
             raise NoiseError(f"ciphertext of {len(ciphertext)} bytes is shorter than the tag")
-        if len(ciphertext) > MAX_MESSAGE:
-            raise NoiseError(f"ciphertext of {len(ciphertext)} bytes exceeds {MAX_MESSAGE}")
+        if len(ciphertext) > self._max_message:
+            raise NoiseError(f"ciphertext of {len(ciphertext)} bytes exceeds {self._max_message}")
         try:
             return self._aead.decrypt(self._nonce_bytes(nonce), ciphertext, _buffer(ad))
         except InvalidTag:
@@ -285,9 +312,9 @@ class CipherState:
         # encrypt_with_nonce makes for arbitrary input (the counter is ours, in range).
         if type(plaintext) is not bytes or type(ad) is not bytes or self._nonce >= MAX_NONCE:
             ciphertext = self.encrypt_with_nonce(self._nonce, plaintext, ad)
-        elif len(plaintext) > MAX_MESSAGE - TAG_SIZE:
+        elif len(plaintext) > self._max_message - TAG_SIZE:
             raise NoiseError(
-                f"plaintext of {len(plaintext)} bytes exceeds {MAX_MESSAGE - TAG_SIZE} bytes"
+                f"plaintext of {len(plaintext)} bytes exceeds {self._max_message - TAG_SIZE} bytes"
             )
         else:
             ciphertext = self._aead.encrypt(self._nonce_bytes(self._nonce), plaintext, ad)
@@ -297,9 +324,9 @@ class CipherState:
     def encrypt_into(self, plaintext: bytes, ad: bytes, out: memoryview) -> None:
         """Like :meth:`encrypt`, writing the ciphertext (``len(plaintext) + TAG_SIZE``
         bytes) into ``out``: a sender can build a whole wire message in one buffer."""
-        if len(plaintext) > MAX_MESSAGE - TAG_SIZE:
+        if len(plaintext) > self._max_message - TAG_SIZE:
             raise NoiseError(
-                f"plaintext of {len(plaintext)} bytes exceeds {MAX_MESSAGE - TAG_SIZE} bytes"
+                f"plaintext of {len(plaintext)} bytes exceeds {self._max_message - TAG_SIZE} bytes"
             )
         if self._nonce >= MAX_NONCE:
             raise NoiseError("nonce space exhausted: rekey or start a new session")
@@ -312,7 +339,7 @@ class CipherState:
             type(ciphertext) not in _FAST_TYPES
             or type(ad) is not bytes
             or self._nonce >= MAX_NONCE
-            or not TAG_SIZE <= len(ciphertext) <= MAX_MESSAGE
+            or not TAG_SIZE <= len(ciphertext) <= self._max_message
         ):
             plaintext = self.decrypt_with_nonce(self._nonce, ciphertext, ad)
         else:
