@@ -96,7 +96,6 @@ class ServeStack:
         from warpgate.pnp.store import open_store
 
         opts = self.options
-        where = format_hostport(opts.host, opts.pnp_port)
         try:
             store = open_store(opts.store)
         except ValueError as exc:
@@ -122,9 +121,7 @@ class ServeStack:
             await server.start()  # the store is open: start() only binds
         except OSError as exc:
             await store.aclose()
-            raise ServeError(
-                f"PNP server cannot start on {where}: {bind_error_text(exc)}"
-            ) from None
+            raise self._cannot_start("PNP server", opts.pnp_port, exc) from None
         except BaseException:
             await store.aclose()
             raise
@@ -141,10 +138,7 @@ class ServeStack:
         try:
             await server.start()
         except OSError as exc:
-            where = format_hostport(opts.host, opts.stun_port)
-            raise ServeError(
-                f"STUN server cannot start on {where}: {bind_error_text(exc)}"
-            ) from None
+            raise self._cannot_start("STUN server", opts.stun_port, exc) from None
         self.stun = server
 
     async def _start_mqtt(self) -> None:
@@ -160,11 +154,13 @@ class ServeStack:
         except Exception as exc:
             with contextlib.suppress(Exception):
                 await broker.stop()
-            where = format_hostport(opts.host, opts.mqtt_port)
-            raise ServeError(
-                f"MQTT broker cannot start on {where}: {bind_error_text(exc)}"
-            ) from None
+            raise self._cannot_start("MQTT broker", opts.mqtt_port, exc) from None
         self.mqtt = broker
+
+    def _cannot_start(self, service: str, port: int, exc: BaseException) -> ServeError:
+        """The one-line error for a service that cannot bind its address."""
+        where = format_hostport(self.options.host, port)
+        return ServeError(f"{service} cannot start on {where}: {bind_error_text(exc)}")
 
     async def stop(self) -> None:
         """Stop whatever runs (in reverse order).  Idempotent."""
