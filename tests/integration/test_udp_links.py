@@ -115,3 +115,53 @@ async def test_udp_to_a_silent_port_times_out_cleanly(pair: tuple[Node, Node]) -
         with pytest.raises(ConnectError, match="timed out|deadline"):
             await auto_connect(a, ghost.encode(), transport="udp", timeout=0.8)
     assert not a.udp._dials and not a.udp.links
+
+
+async def test_the_dialler_has_its_link_after_one_round_trip(pair: tuple[Node, Node]) -> None:
+    """The link is returned once handshake message 3 leaves; a message sent at once
+    arrives right behind it."""
+    a, b = pair
+    link, _ = await auto_connect(a, b.address(), transport="udp")
+    await link.send(b"right away")
+    inbound = await b.accept(timeout=2)
+    assert await inbound.recv(2) == b"right away"
+
+
+async def test_a_lost_third_message_is_sent_again(
+    pair: tuple[Node, Node], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = pair
+    original = b.udp._on_hs3
+    dropped = []
+
+    def lose_the_first(*args: Any) -> None:
+        if not dropped:
+            dropped.append(args)
+            return
+        original(*args)
+
+    monkeypatch.setattr(b.udp, "_on_hs3", lose_the_first)
+    link, _ = await auto_connect(a, b.address(), transport="udp")
+    inbound = await b.accept(timeout=3)  # message 3 came again, after 250 ms
+    assert dropped
+    await link.send(b"after the retransmission")
+    assert await inbound.recv(2) == b"after the retransmission"
+
+
+async def test_a_link_the_peer_never_confirms_is_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.integration.conftest import conf
+
+    async with (
+        Node(ip="127.0.0.1", port=0, conf=conf("unconfirmed-a", handshake_timeout=1.0)) as a,
+        Node(ip="127.0.0.1", port=0, conf=conf("unconfirmed-b")) as b,
+    ):
+        await a.start()
+        await b.start()
+        monkeypatch.setattr(b.udp, "_on_hs3", lambda *args: None)  # message 3 never lands
+        link, _ = await auto_connect(a, b.address(), transport="udp")
+        async with asyncio.timeout(5):
+            while not link.closed:  # noqa: ASYNC110 - bounded
+                await asyncio.sleep(0.05)
+        assert "never confirmed" in link._close_reason

@@ -238,8 +238,9 @@ class Link:
 
     async def _handle_record(self, record: bytes) -> bool:
         """Process one received record; False when the peer closed the link."""
-        self.last_received = time.monotonic()
         event = self._codec.open(record)
+        if self._is_sign_of_life(event):
+            self.last_received = time.monotonic()
         if event is None:
             return True
         return await self._handle_event(event)
@@ -271,6 +272,11 @@ class Link:
                 continue
             return [event, *records[index + 1 :]]
         return []
+
+    def _is_sign_of_life(self, event: object) -> bool:
+        """Whether a record that opened to ``event`` shows the peer is alive.  On a
+        stream every record that opens is authentic (``None`` is part of a message)."""
+        return True
 
     async def _handle_item(self, item: object) -> bool:
         """One item a transport queued for the reader task: a record, an event

@@ -16,7 +16,9 @@ Wire format, first byte:
 ==========  ================================================================
 
 The initiator retransmits handshake messages 1 and 3 (250 ms, doubling to 1 s) until
-answered; the responder answers a repeated message with its cached reply.  Message 1 is
+answered; the responder answers a repeated message with its cached reply.  The initiator
+has its link once it sends message 3 (one round trip, like TCP's); message 3 is repeated
+in the background until acknowledged, or until the peer speaks on the link.  Message 1 is
 padded (zero bytes in its Noise payload) to ``HS1_MIN_SIZE``, and shorter ones are dropped,
 so an answer is never larger than the datagram that asked for it.
 """
@@ -86,6 +88,11 @@ class UdpLink(Link):
             raise LinkClosed(f"link closed {self._close_reason}".strip())
         for record in records:
             self._send_datagram(self._header + record)
+
+    def _is_sign_of_life(self, event: object) -> bool:
+        # A datagram that opened to nothing was forged, replayed or stale: anyone can
+        # send those, so they must not keep a dead peer's link open.
+        return event is not None
 
     async def _shutdown(self, reason: str) -> None:
         self._mark_closed(reason)
@@ -169,6 +176,7 @@ class UdpLinks:
         dial = _Dial(hs, remote, listener, method, asyncio.get_running_loop().create_future())
         self._dials[index] = dial
         link: UdpLink | None = None
+        confirming = False
         try:
             first = bytes([HS1]) + _U32.pack(index) + hs.start(padding=HS1_MIN_SIZE - 5 - 32)
             peer_index, msg2 = await self._until(dial.got_reply, listener, first, remote)
@@ -176,12 +184,42 @@ class UdpLinks:
             assert msg3 is not None
             link = self._make_link(hs, index, peer_index, listener, remote, method)
             third = bytes([HS3]) + _U32.pack(index) + _U32.pack(peer_index) + msg3
-            await self._until(asyncio.ensure_future(dial.acked.wait()), listener, third, remote)
+            self._send(listener, third, remote)
+            # The link is ours now (the peer proved its identity in message 2), and the
+            # peer has it as soon as message 3 arrives; datagrams sent right behind it
+            # normally arrive behind it.  Waiting for the acknowledgement would cost a
+            # whole round trip before the first byte, so message 3 is repeated in the
+            # background instead, until acknowledged.
+            self.node.spawn(self._confirm(index, dial, link, third), name="udp link confirm")
+            confirming = True
             return link
         except BaseException:
             if link is not None:
                 await link._shutdown("(handshake not finished)")
             raise
+        finally:
+            if not confirming:
+                self._dials.pop(index, None)
+
+    async def _confirm(self, index: int, dial: _Dial, link: UdpLink, third: bytes) -> None:
+        """Repeat handshake message 3 until the peer acknowledges it or speaks on the link
+        (which proves it has the link too); close the link if neither happens within
+        ``handshake_timeout``."""
+        deadline = time.monotonic() + float(self.node.conf["handshake_timeout"])
+        delay = RETRANSMIT_FIRST
+        try:
+            while not link.closed:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await dial.acked.wait()
+                    return
+                if link.last_received > link.created:
+                    return
+                if time.monotonic() >= deadline:
+                    await link._shutdown("(the peer never confirmed the handshake)")
+                    return
+                self._send(dial.listener, third, dial.remote)
+                delay = min(delay * 2, RETRANSMIT_MAX)
         finally:
             self._dials.pop(index, None)
 
