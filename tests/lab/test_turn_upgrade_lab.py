@@ -265,3 +265,93 @@ async def test_relayed_stream_link_moves_to_a_direct_tcp_link(lab_factory: Any) 
     assert dialled["last"] == "direct" and served["last"] == "direct"
     assert served["got"] == [b"a%d" % i for i in range(count)]
     assert dialled["got"] == [b"p%d" % i for i in range(count)]
+
+
+async def _stream_pump_until(stop: concurrent.futures.Future[None], link: Any, side: Side) -> None:
+    done = asyncio.Event()
+    asyncio.get_running_loop().create_task(_wait_then_set(stop, done))
+    await _pump(link, side, done)
+    side.replayed = link.replayed
+
+
+async def test_relayed_stream_link_falls_back_when_the_direct_path_dies(lab_factory: Any) -> None:
+    """transport="tcp": the relayed stream link moves to a direct TCP link, then a
+    firewall rule drops the direct path; both ends are back on the relay within 6.5 s,
+    the messages the dead link swallowed are replayed there, and every message arrives
+    exactly once and in order, both ways."""
+    lab = lab_factory(("port-restricted", "open"))
+    a, pub = Side(), Side()
+    address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+    stop: concurrent.futures.Future[None] = concurrent.futures.Future()
+    pub_ip = lab.address("pub")
+    assert pub_ip != lab.servers["stun"]["host"], "the relay must not be on the cut path"
+
+    async def serve(lab: Any) -> None:
+        async with Node(port=0, conf=conf(lab, "pub")) as node:
+            await node.start()
+            address.set_result(node.address())
+            link = await node.accept(timeout=TIMEOUT)
+            await _stream_pump_until(stop, link, pub)
+
+    async def dial(lab: Any) -> str:
+        async with Node(port=0, conf=conf(lab, "a")) as node:
+            await node.start()
+            peer = await asyncio.wrap_future(address)
+            link, method = await auto_connect(node, peer, methods=["turn"], timeout=TIMEOUT)
+            await _stream_pump_until(stop, link, a)
+            return method
+
+    async def drive() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        try:
+            started = await _until(lambda: bool(a.kinds) and bool(pub.kinds), TIMEOUT)
+            out["relay_first"] = started and a.kinds[0][1] == "relay" == pub.kinds[0][1]
+            out["moved"] = await _until(lambda: _kind(a) == "direct" and _kind(pub) == "direct", 15)
+            await asyncio.sleep(1.0)  # traffic on the direct link
+            # Drop every TCP segment between a's NAT and pub, both ways; the relay (on
+            # another address) is untouched.
+            chain = "{ type filter hook forward priority -5 ; policy accept ; }"
+            rule = ["nft", "add", "rule", "inet", "wgtest", "filt"]
+            for argv in (
+                ["nft", "add", "table", "inet", "wgtest"],
+                ["nft", "add", "chain", "inet", "wgtest", "filt", chain],
+                [*rule, "ip", "daddr", pub_ip, "meta", "l4proto", "tcp", "drop"],
+                [*rule, "ip", "saddr", pub_ip, "meta", "l4proto", "tcp", "drop"],
+            ):
+                await asyncio.to_thread(lab.exec, "nat_a", argv, check=True)
+            cut = time.monotonic()
+            out["fell_back"] = await _until(
+                lambda: _kind(a) == "relay" and _kind(pub) == "relay", 10
+            )
+            out["fallback_a"] = next((t for t, k in a.kinds if t > cut and k == "relay"), 99) - cut
+            out["fallback_pub"] = (
+                next((t for t, k in pub.kinds if t > cut and k == "relay"), 99) - cut
+            )
+            await asyncio.sleep(1.5)  # traffic back on the relay
+        finally:
+            stop.set_result(None)
+        return out
+
+    out, _, method = await asyncio.gather(
+        drive(), lab.arun("pub", serve, lab, timeout=90), lab.arun("a", dial, lab, timeout=90)
+    )
+    print(
+        "stream fallback lab:",
+        out,
+        "kinds:",
+        a.kinds,
+        pub.kinds,
+        "sent:",
+        a.sent,
+        pub.sent,
+        "replayed:",
+        a.replayed,
+        pub.replayed,
+    )
+    assert method == "turn"
+    assert out["relay_first"] and out["moved"] and out["fell_back"], (a.kinds, pub.kinds)
+    assert out["fallback_a"] <= FALLBACK_TARGET and out["fallback_pub"] <= FALLBACK_TARGET, out
+    # Exactly once and in order, both ways (a stream link delivers in order).
+    assert pub.received == list(range(a.sent)), (a.sent, pub.received[-5:])
+    assert a.received == list(range(pub.sent)), (pub.sent, a.received[-5:])
+    assert a.replayed + pub.replayed > 0, "what the dead link swallowed came by the relay"

@@ -1,43 +1,79 @@
-"""Relay-first stream links: a TCP link that starts on the relay and moves, once, to a
-direct TCP link, losing, duplicating and reordering nothing.
+"""Relay-first stream links: a TCP link that starts on the relay, moves to a direct TCP
+link, and moves back to the relay when the direct link dies, losing, duplicating and
+reordering nothing.
 
 Both ends wrap their relayed link in a :class:`MigratingLink` (they agree through the
-relay offer).  Every message then carries one byte of header inside the link's
-encrypted records: ``0`` application data, ``1`` *switch*.  The direct link is a second,
-separately authenticated link between the same two nodes; each end hands it to its
-wrapper with :meth:`MigratingLink.offer_direct`.
+relay offer).  Every message then carries a header inside the link's encrypted records
+(:mod:`warpgate.sansio.stream_migration`): DATA, SWITCH, ACK or RESUME.  The direct link
+is a second, separately authenticated link between the same two nodes; each end hands
+it to its wrapper with :meth:`MigratingLink.offer_direct`.
 
-Moving is one switch per direction: an end sends *switch* as its last message on the
-relay and everything after it on the direct link; the other end reads the relay up to
-that *switch*, then the direct link (whose messages wait in its queue meanwhile), and
-answers with its own *switch*.  Both links are reliable and ordered and the relayed one
-stays up until both switches were read, so every message is delivered once, in order.
-The relayed link then closes, which releases its allocation.  ``link.path`` follows the
-sending direction and the ``warpgate_link_path_changed`` hook fires.
+**Moving to direct** is one switch per direction: an end sends SWITCH as its last
+message on the relay and everything after it on the direct link; the other end reads
+the relay up to that SWITCH, then the direct link (whose messages wait in its queue
+meanwhile), and answers with its own SWITCH.  Both links are reliable and ordered, so
+every message is delivered once, in order.
+
+**Moving back.**  TCP does not say which bytes the peer received, so the wrapper keeps
+its own account: the n-th DATA message a side sends is number n; the receiver
+acknowledges how many it delivered (ACK, every :data:`ACK_EVERY` messages,
+:data:`ACK_BYTES` bytes or :data:`ACK_INTERVAL` s); the sender keeps every
+unacknowledged message (at most :data:`MAX_UNACKED` messages and
+:data:`MAX_UNACKED_BYTES` bytes; ``send()`` waits while that is full, which is the
+backpressure).  The relayed link is *kept open* as a standby
+while the direct link carries the data: a TCP allocation is refreshed by the TURN client
+anyway, and re-establishing a relayed link after the direct one died would need a new
+allocation, a new offer through signalling and a peer that still answers it -- more
+round trips and more ways to fail, exactly when the network just broke.  On the direct
+link each end pings every :data:`PING_INTERVAL` s; when it has heard nothing on it for
+:data:`DEAD_AFTER` s, or the link closes, the end *falls back*: it aborts the direct
+link, sends RESUME (the number of its oldest unacknowledged message) on the relay, then
+replays every unacknowledged message there and sends everything after them there too.
+A RESUME that arrives on the relay makes the other end fall back at once (it need not
+wait for its own timer).  The receiver drops the replayed messages it already delivered,
+so each message is delivered once and in order.  ``link.path`` follows the sending
+direction and the ``warpgate_link_path_changed`` hook fires on every move.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from warpgate.link.link import Link, LinkClosed
+from warpgate.sansio import stream_migration as sm
 
 if TYPE_CHECKING:
     from warpgate.node.node import Node
 
 log = logging.getLogger(__name__)
 
-DATA = b"\x00"
-SWITCH = b"\x01"
+DATA = sm.DATA_HEADER
+SWITCH = sm.SWITCH_MESSAGE
 #: How long an end that read *switch* waits for its own copy of the direct link.
 DIRECT_WAIT = 15.0
+#: Unacknowledged messages kept for a replay; ``send()`` waits while either bound is hit.
+MAX_UNACKED = 1024
+MAX_UNACKED_BYTES = 8 * 1024 * 1024
+#: The receiver acknowledges after this many messages or bytes, or this many seconds
+#: (bytes: big messages must not wait for the timer, or the window caps throughput).
+ACK_EVERY = 64
+ACK_BYTES = 1024 * 1024
+ACK_INTERVAL = 0.25
+#: Liveness of the direct link: a ping every PING_INTERVAL s, dead after DEAD_AFTER s of
+#: silence -- back on the relay within DEAD_AFTER + PING_INTERVAL + a relayed round trip.
+PING_INTERVAL = 0.5
+DEAD_AFTER = 5.0
+#: The standby relayed link is pinged this often so NATs and the relay keep it.
+STANDBY_KEEPALIVE = 10.0
 
 
 class MigratingLink(Link):
-    """A link over an inner relayed link that can move to a direct one."""
+    """A link over an inner relayed link that can move to a direct one and back."""
 
     def __init__(self, node: Node, relayed: Link) -> None:
         super().__init__(
@@ -56,15 +92,42 @@ class MigratingLink(Link):
         self._sent_switch = False
         self._got_switch = False
         self._send_lock = asyncio.Lock()
+        # Sending side of the account: messages [_base, _next_seq) are unacknowledged.
+        self._unacked: collections.deque[bytes] = collections.deque()
+        self._unacked_bytes = 0
+        self._base = 0
+        self._next_seq = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        # Receiving side: how many DATA messages were delivered, and acknowledged.
+        self._delivered = 0
+        self._ack_sent = 0
+        self._bytes_since_ack = 0
+        self._ack_due = asyncio.Event()
+        self._skip = 0  # replayed messages still to drop (already delivered)
+        # Falling back (once per link).
+        self._fallen = False
+        self._standby_msg: bytes | None = None
+        self._direct_since = 0.0  # when we began reading the direct link
+        self._watcher: asyncio.Task[None] | None = None
+        #: Diagnostics: how many messages this end replayed, and why it fell back; how
+        #: many messages it delivered from each kind of path.
+        self.replayed = 0
+        self.delivered_from: dict[str, int] = {"relay": 0, "direct": 0}
+        self.fallback_reason = ""
         self._reader = asyncio.create_task(self._read(), name="migrating link reader")
+        self._tasks = [
+            asyncio.create_task(self._acknowledge(), name="migrating link acks"),
+            asyncio.create_task(self._watch_direct(), name="migrating link liveness"),
+        ]
 
-    # -- moving ------------------------------------------------------------------
+    # -- moving to direct -----------------------------------------------------------
 
     def offer_direct(self, link: Link) -> None:
         """The direct link to the same peer (authenticated on its own)."""
         if link.remote_key != self.remote_key:
             raise ValueError("the direct link goes to another peer")
-        if self._direct.done() or self.closed:
+        if self._direct.done() or self.closed or self._fallen:
             self.node.spawn(link.close("not needed"), name="close spare direct link")
             return
         self._direct.set_result(link)
@@ -72,23 +135,117 @@ class MigratingLink(Link):
     async def switch_sending(self) -> None:
         """Send *switch* on the relay and everything after it on the direct link."""
         async with self._send_lock:
-            if self._sent_switch or self.closed:
+            if self._sent_switch or self.closed or self._fallen:
                 return
             async with asyncio.timeout(DIRECT_WAIT):
                 direct = await asyncio.shield(self._direct)
+            if self._fallen:  # the direct link died while we waited for the lock
+                return
             await self.relayed.send(SWITCH)
             self._sent_switch = True
             self._send_link = direct
-            old, self.path = self.path, direct.path
-            log.info("link %s: moved to %s", self.remote_key.hex()[:16], direct.path)
-            self.node.plugins.notify(
-                "warpgate_link_path_changed", node=self.node, link=self, old=old, new=self.path
-            )
-        self._maybe_release_relay()
+            self._set_path(direct)
 
-    def _maybe_release_relay(self) -> None:
-        if self._sent_switch and self._got_switch and not self.relayed.closed:
-            self.node.spawn(self.relayed.close("moved to a direct path"), name="close relay")
+    def _set_path(self, link: Link) -> None:
+        old, self.path = self.path, link.path
+        if old == self.path:
+            return
+        log.info("link %s: moved to %s", self.remote_key.hex()[:16], self.path)
+        self.node.plugins.notify(
+            "warpgate_link_path_changed", node=self.node, link=self, old=old, new=self.path
+        )
+
+    @property
+    def on_direct(self) -> bool:
+        """Both directions moved to the direct link and it has not died."""
+        return self._sent_switch and self._got_switch and not self._fallen
+
+    # -- moving back ------------------------------------------------------------------
+
+    def _direct_link(self) -> Link | None:
+        if self._direct.done() and not self._direct.cancelled():
+            return self._direct.result()
+        return None
+
+    def _request_fallback(self, why: str) -> None:
+        """The direct link is dead (or the peer said so): go back to the relay, once."""
+        if self._fallen or self.closed:
+            return
+        self._fallen = True
+        self.fallback_reason = why
+        direct = self._direct_link()
+        if direct is not None:
+            # Abort, not close: a write blocked on a dead connection's full buffer must
+            # fail now (a graceful close would wait for that buffer to drain), and the
+            # peer must not take a CLOSE record for the end of the whole link.
+            transport = getattr(getattr(direct, "_conn", None), "transport", None)
+            if transport is not None:
+                transport.abort()
+            self.node.spawn(direct.close(f"fell back to the relay: {why}"), name="drop direct")
+        else:
+            self._direct.cancel()
+        self.node.spawn(self._fall_back(why), name="fall back to the relay")
+
+    async def _fall_back(self, why: str) -> None:
+        if self.relayed.closed:
+            await self._end(f"(direct link lost: {why}; the relay was lost before)", why)
+            return
+        try:
+            async with self._send_lock:
+                # The snapshot and the RESUME that numbers it are taken with no await
+                # between them (ACKs trim the buffer concurrently).
+                base, replay = self._base, list(self._unacked)
+                await self.relayed.send(sm.encode_resume(base))
+                for msg in replay:
+                    await self.relayed.send(msg)
+                self.replayed += len(replay)
+                self._send_link = self.relayed
+                self._set_path(self.relayed)
+        except LinkClosed as exc:
+            await self._end(f"(direct link lost: {why}; relay: {exc})", why)
+            return
+        log.info(
+            "link %s: direct link lost (%s); back on the relay, %d messages replayed",
+            self.remote_key.hex()[:16],
+            why,
+            len(replay),
+        )
+
+    async def _watch_direct(self) -> None:
+        """Ping the direct link while it carries the data; declare it dead after
+        DEAD_AFTER s of silence.  Keep the standby relayed link alive meanwhile."""
+        standby_ping = time.monotonic()
+        while not self.closed:
+            await asyncio.sleep(PING_INTERVAL)
+            direct = self._direct_link()
+            if not self.on_direct or direct is None:
+                continue
+            now = time.monotonic()
+            silent = now - max(direct.last_received, self._direct_since)
+            if silent > DEAD_AFTER:
+                self._request_fallback(f"nothing heard on it for {silent:.1f} s")
+                continue
+            self.node.spawn(direct.send_keepalive(), name="direct link ping")
+            if now - standby_ping >= STANDBY_KEEPALIVE and not self.relayed.closed:
+                standby_ping = now
+                self.node.spawn(self.relayed.send_keepalive(), name="standby relay ping")
+
+    async def _watch_standby(self) -> None:
+        """While we read the direct link, the relay carries nothing but the peer's
+        RESUME when it falls back: take that one message for the reader."""
+        try:
+            msg = await self.relayed.recv()
+        except LinkClosed:
+            log.info("link %s: standby relay lost; staying direct", self.remote_key.hex()[:16])
+            return
+        self._standby_msg = msg
+        self._request_fallback("the peer fell back to the relay")
+
+    async def _stop_watcher(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()  # a cancelled recv() leaves its message in the queue
+            await asyncio.gather(watcher, return_exceptions=True)
 
     # -- liveness: the inner links' ------------------------------------------------
 
@@ -120,9 +277,64 @@ class MigratingLink(Link):
 
     # -- Link -------------------------------------------------------------------
 
+    def _full(self) -> bool:
+        return len(self._unacked) >= MAX_UNACKED or self._unacked_bytes >= MAX_UNACKED_BYTES
+
     async def _send_message(self, data: bytes) -> None:
-        async with self._send_lock:
-            await self._send_link.send(DATA + data)
+        msg = sm.encode_data(data)
+        while True:
+            while self._full() and not self.closed:
+                self._room.clear()
+                await self._room.wait()  # backpressure: the peer has not acknowledged
+            if self.closed:
+                raise LinkClosed(f"link closed {self._close_reason}".strip())
+            async with self._send_lock:
+                if self._full():
+                    continue  # another sender took the room first
+                self._unacked.append(msg)
+                self._unacked_bytes += len(msg)
+                self._next_seq += 1
+                link = self._send_link
+                try:
+                    await link.send(msg)
+                except LinkClosed:
+                    if link is self.relayed:
+                        raise
+                    # The message is kept: the fallback replays it over the relay.
+                    self._request_fallback("the direct link closed")
+                return
+
+    async def _acknowledge(self) -> None:
+        while not self.closed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ACK_INTERVAL):
+                    await self._ack_due.wait()
+            self._ack_due.clear()
+            count = self._delivered
+            self._bytes_since_ack = 0
+            if count <= self._ack_sent:
+                continue
+            async with self._send_lock:
+                link = self._send_link
+                try:
+                    await link.send(sm.encode_ack(count))
+                except LinkClosed:
+                    if link is self.relayed:
+                        return  # the reader ends the wrapper
+                    self._request_fallback("the direct link closed")
+                    continue
+            self._ack_sent = max(self._ack_sent, count)
+
+    def _on_ack(self, count: int) -> None:
+        if count > self._next_seq:
+            raise sm.StreamHeaderError(
+                f"the peer acknowledged {count} messages, only {self._next_seq} were sent"
+            )
+        while self._base < count:
+            self._unacked_bytes -= len(self._unacked.popleft())
+            self._base += 1
+        if not self._full():
+            self._room.set()
 
     async def ping(self, timeout: float = 5.0) -> float:
         return await self._send_link.ping(timeout)
@@ -134,11 +346,17 @@ class MigratingLink(Link):
         if self.closed:
             return
         self._mark_closed(why)
-        if self._reader is not asyncio.current_task():
-            self._reader.cancel()
+        self._room.set()
+        current = asyncio.current_task()
+        for task in [self._reader, self._watcher, *self._tasks]:
+            if task is not None and task is not current:
+                task.cancel()
+        # The standby first: a peer that sees the direct link close by a CLOSE record
+        # ends its wrapper too, rather than falling back to a relay we are closing.
         links = [self.relayed]
-        if self._direct.done() and not self._direct.cancelled():
-            links.append(self._direct.result())
+        direct = self._direct_link()
+        if direct is not None:
+            links.append(direct)
         else:
             self._direct.cancel()
         for link in links:
@@ -153,25 +371,61 @@ class MigratingLink(Link):
 
     # -- receiving -----------------------------------------------------------------
 
+    async def _next_message(self) -> bytes | None:
+        """The next message from the link we read; None after moving back to the relay."""
+        if self._read_link is self.relayed and self._standby_msg is not None:
+            msg, self._standby_msg = self._standby_msg, None
+            return msg
+        link = self._read_link
+        try:
+            return await link.recv()
+        except LinkClosed:
+            if link is self.relayed or self.relayed.closed:
+                raise
+            if (link._close_reason or "").startswith("(closed by peer"):
+                raise  # the peer closed the whole link, not just its direct path
+            self._request_fallback("the direct link closed")
+            await self._stop_watcher()
+            self._read_link = self.relayed
+            return None
+
     async def _read(self) -> None:
         reason = ""
         try:
             while True:
-                msg = await self._read_link.recv()
-                kind, body = msg[:1], msg[1:]
-                if kind == SWITCH and self._read_link is self.relayed and not self._got_switch:
-                    async with asyncio.timeout(DIRECT_WAIT):
-                        self._read_link = await asyncio.shield(self._direct)
-                    self._got_switch = True
-                    self.node.spawn(self.switch_sending(), name="answer switch")
-                    self._maybe_release_relay()
+                msg = await self._next_message()
+                if msg is None:
                     continue
-                if kind != DATA:
-                    reason = f"(protocol error: message kind {kind!r})"
-                    return
-                await self._deliver(body)
+                if msg[:1] == DATA:  # the common case, without building a Header
+                    if self._skip:
+                        self._skip -= 1  # replayed, and delivered before
+                        continue
+                    await self._deliver(msg[1:])
+                    continue
+                head = sm.decode(msg)
+                if head.kind == sm.DATA:
+                    if self._skip:
+                        self._skip -= 1  # replayed, and delivered before
+                        continue
+                    await self._deliver(head.body)
+                elif head.kind == sm.ACK:
+                    self._on_ack(head.value)
+                elif head.kind == sm.RESUME:
+                    if head.value > self._delivered:
+                        raise sm.StreamHeaderError(
+                            f"the peer resumes at message {head.value}, "
+                            f"but only {self._delivered} arrived"
+                        )
+                    self._skip = self._delivered - head.value
+                    self._request_fallback("the peer fell back to the relay")
+                elif head.kind == sm.SWITCH:
+                    if self._read_link is self.relayed and not self._got_switch:
+                        await self._follow_switch()
+                    # A switch that crossed our fallback: the peer's RESUME follows.
         except LinkClosed as exc:
             reason = self._read_link._close_reason or str(exc)
+        except sm.StreamHeaderError as exc:
+            reason = f"(protocol error: {exc})"
         except TimeoutError:
             reason = "(the peer switched to a direct link this end never got)"
         finally:
@@ -179,9 +433,28 @@ class MigratingLink(Link):
                 why = reason or "(inner link closed)"
                 self.node.spawn(self._end(why, why.strip("()")), name="close migrating link")
 
+    async def _follow_switch(self) -> None:
+        if self._fallen:
+            return
+        async with asyncio.timeout(DIRECT_WAIT):
+            direct = await asyncio.shield(self._direct)
+        if self._fallen:
+            return
+        self._read_link = direct
+        self._got_switch = True
+        self._direct_since = time.monotonic()
+        self._watcher = asyncio.create_task(self._watch_standby(), name="standby relay")
+        self.node.spawn(self.switch_sending(), name="answer switch")
+
     async def _deliver(self, data: bytes) -> None:
         self.messages_received += 1
         self.bytes_received += len(data)
+        self._delivered += 1
+        kind = "relay" if self._read_link is self.relayed else "direct"
+        self.delivered_from[kind] += 1
+        self._bytes_since_ack += len(data)
+        if self._delivered - self._ack_sent >= ACK_EVERY or self._bytes_since_ack >= ACK_BYTES:
+            self._ack_due.set()
         if self._on_message is not None and await self._on_message(data, self):
             return
         await self._queue.put(data)
