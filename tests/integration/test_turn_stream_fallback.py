@@ -150,3 +150,44 @@ async def test_silent_direct_link_falls_back_within_the_bound(coturn: Coturn) ->
     # at the bound of unacknowledged messages meanwhile (backpressure), not past it.
     assert sum(result["replayed"]) > 0
     assert max(result["replayed"]) <= migrate.MAX_UNACKED
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.002, 0.02])
+async def test_direct_link_dying_during_the_move_falls_back(coturn: Coturn, delay: float) -> None:
+    """The direct link dies while the two switches may still be under way (``delay``
+    after it was handed to the wrapper): both ends settle on the relay, and every
+    message still arrives exactly once and in order."""
+    async with _turn_pair(coturn) as (a, b):
+        link: Any
+        link, _ = await auto_connect(a, b.address(), methods=["turn"], timeout=8)
+        inbound: Any = await b.accept(timeout=3)
+        ab, ba = Flow(link, inbound, b"a"), Flow(inbound, link, b"b")
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(t) for t in (ab.send(stop), ba.send(stop))]
+        readers = [asyncio.create_task(ab.receive()), asyncio.create_task(ba.receive())]
+        try:
+            assert await _until(lambda: link._direct.done(), 5)
+            await asyncio.sleep(delay)
+            link._direct.result()._conn.transport.abort()
+            settled = await _until(
+                lambda: (
+                    link._fallen
+                    and inbound._fallen
+                    and link.path.kind == "relay"
+                    and inbound.path.kind == "relay"
+                ),
+                10,
+            )
+            assert settled, (link.path, inbound.path, link._fallen, inbound._fallen)
+            await asyncio.sleep(0.2)  # traffic on the relay
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+        await _until(lambda: len(ab.got) >= ab.sent and len(ba.got) >= ba.sent, 10)
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        _assert_exactly_once_in_order({"ab": ab, "ba": ba})
+        assert not link.closed and not inbound.closed
+        await link.send(b"still a link")
+        assert await inbound.recv(3) == b"still a link"
