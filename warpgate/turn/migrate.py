@@ -281,9 +281,9 @@ class MigratingLink(Link):
         return len(self._unacked) >= MAX_UNACKED or self._unacked_bytes >= MAX_UNACKED_BYTES
 
     async def _send_message(self, data: bytes) -> None:
-        msg = sm.encode_data(data)
+        msg = DATA + data
         while True:
-            while self._full() and not self.closed:
+            while self._full() and not self._closed.is_set():
                 self._room.clear()
                 await self._room.wait()  # backpressure: the peer has not acknowledged
             if self.closed:
@@ -371,31 +371,30 @@ class MigratingLink(Link):
 
     # -- receiving -----------------------------------------------------------------
 
-    async def _next_message(self) -> bytes | None:
-        """The next message from the link we read; None after moving back to the relay."""
-        if self._read_link is self.relayed and self._standby_msg is not None:
-            msg, self._standby_msg = self._standby_msg, None
-            return msg
-        link = self._read_link
-        try:
-            return await link.recv()
-        except LinkClosed:
-            if link is self.relayed or self.relayed.closed:
-                raise
-            if (link._close_reason or "").startswith("(closed by peer"):
-                raise  # the peer closed the whole link, not just its direct path
-            self._request_fallback("the direct link closed")
-            await self._stop_watcher()
-            self._read_link = self.relayed
-            return None
+    async def _leave_direct(self, link: Link) -> None:
+        """The direct link we read closed: back to reading the relay (unless the peer
+        closed the whole link, or the relay is gone too)."""
+        if self.relayed.closed or (link._close_reason or "").startswith("(closed by peer"):
+            raise LinkClosed(link._close_reason or "direct link closed")
+        self._request_fallback("the direct link closed")
+        await self._stop_watcher()
+        self._read_link = self.relayed
 
     async def _read(self) -> None:
         reason = ""
         try:
             while True:
-                msg = await self._next_message()
-                if msg is None:
-                    continue
+                link = self._read_link
+                if self._standby_msg is not None and link is self.relayed:
+                    msg, self._standby_msg = self._standby_msg, None
+                else:
+                    try:
+                        msg = await link.recv()
+                    except LinkClosed:
+                        if link is self.relayed:
+                            raise
+                        await self._leave_direct(link)
+                        continue
                 if msg[:1] == DATA:  # the common case, without building a Header
                     if self._skip:
                         self._skip -= 1  # replayed, and delivered before
@@ -450,8 +449,7 @@ class MigratingLink(Link):
         self.messages_received += 1
         self.bytes_received += len(data)
         self._delivered += 1
-        kind = "relay" if self._read_link is self.relayed else "direct"
-        self.delivered_from[kind] += 1
+        self.delivered_from["relay" if self._read_link is self.relayed else "direct"] += 1
         self._bytes_since_ack += len(data)
         if self._delivered - self._ack_sent >= ACK_EVERY or self._bytes_since_ack >= ACK_BYTES:
             self._ack_due.set()
