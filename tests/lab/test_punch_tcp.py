@@ -129,8 +129,13 @@ async def _accept_two(
         await node.start()
         address.set_result(node.address())
         links = [await node.accept(timeout=15), await node.accept(timeout=15)]
-        for link in links:
+
+        async def echo(link: Any) -> None:
             await link.send(b"echo:" + await link.recv(timeout=15))
+
+        # Both at once: the links are accepted in whatever order the punches finished,
+        # which need not be the order the other side writes to them.
+        await asyncio.gather(*(echo(link) for link in links))
         await asyncio.wrap_future(done)
         return [str(link.path) for link in links]
 
