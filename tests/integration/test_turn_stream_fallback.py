@@ -192,3 +192,29 @@ async def test_direct_link_dying_during_the_move_falls_back(coturn: Coturn, dela
         assert not link.closed and not inbound.closed
         await link.send(b"still a link")
         assert await inbound.recv(3) == b"still a link"
+
+
+async def test_stream_link_outlives_its_relay_then_closes_with_both_reasons(
+    coturn: Coturn,
+) -> None:
+    """A stream link on its direct link loses its standby relay (coturn stops): it stays
+    up on the direct link.  When the direct link then dies too, there is nothing to fall
+    back to: the link closes, in bounded time, saying both."""
+    async with _turn_pair(coturn) as (a, b):
+        link: Any
+        link, _ = await auto_connect(a, b.address(), methods=["turn"], timeout=8)
+        inbound: Any = await b.accept(timeout=3)
+        assert await _until(lambda: link.path.kind == "direct" == inbound.path.kind, 5)
+        coturn.stop()
+        # coturn's TCP connections close with it: both standbys are gone at once.
+        assert await _until(lambda: link.relayed.closed and inbound.relayed.closed, 5)
+        assert not link.closed and not inbound.closed
+        await link.send(b"still here")
+        assert await inbound.recv(3) == b"still here"
+        link._direct.result()._conn.transport.abort()
+        assert await _until(lambda: link.closed and inbound.closed, 5)
+        reasons = [x._close_reason for x in (link, inbound)]
+        print("closed:", reasons)
+        assert all("direct link lost" in r and "relay" in r for r in reasons), reasons
+        with pytest.raises(ConnectionError):
+            await link.send(b"after both paths died")

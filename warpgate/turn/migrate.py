@@ -374,8 +374,13 @@ class MigratingLink(Link):
     async def _leave_direct(self, link: Link) -> None:
         """The direct link we read closed: back to reading the relay (unless the peer
         closed the whole link, or the relay is gone too)."""
-        if self.relayed.closed or (link._close_reason or "").startswith("(closed by peer"):
-            raise LinkClosed(link._close_reason or "direct link closed")
+        why = link._close_reason or "(closed)"
+        if why.startswith("(closed by peer"):
+            raise LinkClosed(why)  # the peer closed the whole link, not just this path
+        if self.relayed.closed:
+            raise LinkClosed(
+                f"(direct link lost {why}, and the relay before it {self.relayed._close_reason})"
+            )
         self._request_fallback("the direct link closed")
         await self._stop_watcher()
         self._read_link = self.relayed
@@ -422,7 +427,10 @@ class MigratingLink(Link):
                         await self._follow_switch()
                     # A switch that crossed our fallback: the peer's RESUME follows.
         except LinkClosed as exc:
-            reason = self._read_link._close_reason or str(exc)
+            if self._read_link is self.relayed:
+                reason = self.relayed._close_reason or str(exc)
+            else:  # from _leave_direct: says why there is nothing to fall back to
+                reason = str(exc)
         except sm.StreamHeaderError as exc:
             reason = f"(protocol error: {exc})"
         except TimeoutError:
