@@ -137,14 +137,26 @@ class MigratingLink(Link):
         async with self._send_lock:
             if self._sent_switch or self.closed or self._fallen:
                 return
-            async with asyncio.timeout(DIRECT_WAIT):
-                direct = await asyncio.shield(self._direct)
-            if self._fallen:  # the direct link died while we waited for the lock
+            direct = await self._await_direct()
+            if direct is None:  # the direct link died while we waited
                 return
             await self.relayed.send(SWITCH)
             self._sent_switch = True
             self._send_link = direct
             self._set_path(direct)
+
+    async def _await_direct(self) -> Link | None:
+        """Our copy of the direct link; None once it is no use (a fallback or a close
+        cancelled it -- which must not cancel the waiting task).
+
+        :raises TimeoutError: it did not come within DIRECT_WAIT.
+        """
+        done, _ = await asyncio.wait([self._direct], timeout=DIRECT_WAIT)
+        if not done:
+            raise TimeoutError("no direct link came")
+        if self._direct.cancelled() or self._fallen or self.closed:
+            return None
+        return self._direct.result()
 
     def _set_path(self, link: Link) -> None:
         old, self.path = self.path, link.path
@@ -443,9 +455,8 @@ class MigratingLink(Link):
     async def _follow_switch(self) -> None:
         if self._fallen:
             return
-        async with asyncio.timeout(DIRECT_WAIT):
-            direct = await asyncio.shield(self._direct)
-        if self._fallen:
+        direct = await self._await_direct()
+        if direct is None:
             return
         self._read_link = direct
         self._got_switch = True
