@@ -305,7 +305,10 @@ async def test_relayed_stream_link_falls_back_when_the_direct_path_dies(lab_fact
         out: dict[str, Any] = {}
         try:
             started = await _until(lambda: bool(a.kinds) and bool(pub.kinds), TIMEOUT)
-            out["relay_first"] = started and a.kinds[0][1] == "relay" == pub.kinds[0][1]
+            # The dialler's link is on the relay when auto_connect returns (the direct
+            # dial starts after); the accepting end's may have moved by the time its
+            # pump starts, so only the dialler's first path is checked.
+            out["relay_first"] = started and a.kinds[0][1] == "relay"
             out["moved"] = await _until(lambda: _kind(a) == "direct" and _kind(pub) == "direct", 15)
             await asyncio.sleep(1.0)  # traffic on the direct link
             # Drop every TCP segment between a's NAT and pub, both ways; the relay (on
