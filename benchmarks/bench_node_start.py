@@ -20,14 +20,22 @@ from warpgate import NODE_TEST_CONF, Node
 
 async def baseline() -> None:
     loop = asyncio.get_running_loop()
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    transport, _ = await loop.create_datagram_endpoint(
-        asyncio.DatagramProtocol, local_addr=("127.0.0.1", port)
-    )
-    transport.close()
-    server.close()
-    await server.wait_closed()
+    for _ in range(10):  # the TCP port may be taken for UDP by someone else: try another
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=("127.0.0.1", port)
+            )
+        except OSError:
+            server.close()
+            await server.wait_closed()
+            continue
+        transport.close()
+        server.close()
+        await server.wait_closed()
+        return
+    raise OSError("no loopback port free for both TCP and UDP in 10 tries")
 
 
 async def node_loopback() -> None:

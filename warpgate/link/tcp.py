@@ -389,7 +389,7 @@ async def dial_tcp(
 
 
 def responder_factory(
-    identity: LinkIdentity,
+    identity: Callable[[], LinkIdentity],
     *,
     max_message: int,
     encrypt: bool,
@@ -419,7 +419,9 @@ def responder_factory(
 
     def make() -> LinkConnection:
         conn = LinkConnection(
-            LinkHandshake(identity, initiator=False, plaintext=not encrypt),
+            # The identity is asked for per connection: a node nobody dials never
+            # makes its link key (a key generation and a signature saved at start-up).
+            LinkHandshake(identity(), initiator=False, plaintext=not encrypt),
             method="inbound",
             max_message=max_message,
             on_link=on_link,

@@ -439,7 +439,7 @@ class Node:
         from warpgate.link.tcp import responder_factory
 
         return responder_factory(
-            self.link_identity,
+            lambda: self.link_identity,
             max_message=self.conf["max_message_size"],
             encrypt=self.conf["link_encryption"],
             handshake_timeout=lambda: self.conf["handshake_timeout"],
