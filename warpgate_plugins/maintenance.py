@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+import weakref
+from typing import TYPE_CHECKING, Any
 
 from warpgate.plugin import hookimpl
 
@@ -34,13 +35,19 @@ async def _watch_stop_socket(node: Node) -> None:
 
 async def _keep_links_alive(node: Node, interval: float, timeout: float) -> None:
     period = min(interval, timeout) / 2
+    excused: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
     while True:
         await asyncio.sleep(period)
         now = time.monotonic()
         for link in list(node.links):
             if link.closed:
                 continue
-            quiet = now - link.last_received
+            if link.busy() or link.peer_acked_within(interval):
+                # Not a silent peer: our side is behind, or its network stack answers.
+                # Remembered apart from last_received, which others read as "heard".
+                excused[link] = now
+                continue
+            quiet = now - max(link.last_received, excused.get(link, 0.0))
             if quiet >= timeout:
                 log.info("closing link to %s: the peer is silent for %.0f s", link.path, quiet)
                 node.spawn(

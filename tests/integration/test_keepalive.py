@@ -47,7 +47,10 @@ async def test_a_silent_peer_is_noticed(transport: str) -> None:
     )
     try:
         if transport == "tcp":
+            # A host that is gone stops acknowledging at the TCP level too; on loopback
+            # the peer's kernel would keep acknowledging, so that signal is switched off.
             inbound._conn.transport.pause_reading()
+            link.peer_acked_within = lambda seconds: False  # type: ignore[method-assign]
         else:
             b.udp.links.clear()  # its datagrams now reach no link
         began = time.monotonic()
@@ -68,6 +71,41 @@ async def test_keepalives_can_be_turned_off() -> None:
         inbound._conn.transport.pause_reading()
         await asyncio.sleep(1.0)
         assert not link.closed
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_link_whose_application_is_behind_is_not_closed() -> None:
+    """The receiving application stops reading: its queue fills, reading pauses, and
+    the peer's pings wait behind the data.  That is backpressure, not a dead peer."""
+    a, b, link, inbound = await linked("tcp", conf("ka-g", **FAST), conf("ka-h", **FAST))
+    try:
+        payload = bytes(1024)
+
+        async def flood() -> None:
+            for _ in range(2000):
+                await link.send(payload)
+
+        sender = asyncio.create_task(flood())
+        await asyncio.sleep(2.0)  # the receiver reads nothing: > 3 link_timeouts
+        assert not link.closed and not inbound.closed
+        for _ in range(2000):  # now it catches up, and everything is there
+            assert await inbound.recv(timeout=5) == payload
+        await sender
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("socket"), "TCP_INFO"), reason="TCP_INFO is Linux's")
+async def test_tcp_links_read_the_peers_acknowledgements_from_the_kernel() -> None:
+    a, b, link, inbound = await linked("tcp", conf("ka-i"), conf("ka-j"))
+    try:
+        await link.send(b"acknowledged by the peer's kernel")
+        assert await inbound.recv(timeout=2)
+        assert link.peer_acked_within(5.0)
+        assert not link.peer_acked_within(0.0)
     finally:
         await a.close()
         await b.close()

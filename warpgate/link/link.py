@@ -166,6 +166,17 @@ class Link:
             self._pongs.pop(token, None)
         return time.perf_counter() - begin
 
+    def busy(self) -> bool:
+        """True while silence from the peer proves nothing: our side is behind (the
+        application has not read what arrived, so reading is paused) or our own data is
+        still queued ahead of a ping.  The keepalive loop neither pings nor closes then."""
+        return self._queue.full()
+
+    def peer_acked_within(self, seconds: float) -> bool:
+        """Whether the peer's network stack acknowledged our data within ``seconds``
+        (where the transport can tell; see :class:`~warpgate.link.tcp.TcpLink`)."""
+        return False
+
     async def send_keepalive(self) -> None:
         """Send a PING without waiting for its PONG (the keepalive loop's probe: any
         answer, or any other record, counts as a sign of life).  Never raises."""

@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
+import time
 from collections.abc import Callable
 
 from warpgate.link.link import Addr, Link, LinkClosed, LinkPath, _ReceiveFailed
@@ -27,6 +29,24 @@ log = logging.getLogger(__name__)
 # The last byte is the version of the framing: 2 since records carry 24-bit lengths.
 LINK_MAGIC = b"WGL\x02"
 _LEN = 2
+# struct tcp_info (linux/tcp.h): tcpi_last_ack_recv (milliseconds since the peer last
+# acknowledged anything) is the u32 at offset 56, there since Linux 2.6.
+_TCP_INFO_SIZE = 60
+_U32 = struct.Struct("=I")
+_PROBE_ANSWER_MS = 130_000
+
+
+def _send_queue_bytes(sock: socket.socket) -> int:
+    """Bytes in the kernel's send queue, sent or not, not yet acknowledged (Linux)."""
+    try:
+        import fcntl
+        import termios
+
+        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0])
+    except (ImportError, OSError, AttributeError):
+        return 0
+
+
 PAUSE_AT = 64  # records waiting for the link's reader before we stop reading the socket
 # Inbound handshakes in progress from one IP address.  Each may hold a socket and up to
 # 64 KiB of buffered handshake bytes until handshake_timeout: without a cap, one host
@@ -94,6 +114,8 @@ class LinkConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._state == "records":
+            if self.link is not None:
+                self.link.last_received = time.monotonic()  # bytes are a sign of life
             try:
                 records = self._parser.feed(data)
             except LinkProtocolError as exc:
@@ -289,6 +311,37 @@ class TcpLink(Link):
         # behind them, or messages would be delivered out of order.
         self.reader_busy = False
         self._reading = False
+
+    def busy(self) -> bool:
+        transport = self._conn.transport
+        return (
+            super().busy()
+            or self.reader_busy
+            or self._conn._paused
+            or (transport is not None and transport.get_write_buffer_size() > 0)
+        )
+
+    def peer_acked_within(self, seconds: float) -> bool:
+        # Linux's TCP_INFO says when the peer's kernel last acknowledged anything: it
+        # keeps doing so (window probes included) while its application is not reading,
+        # so a peer that is only slow is told apart from one that is gone.
+        transport = self._conn.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None or not hasattr(socket, "TCP_INFO"):
+            return False
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+        except OSError:
+            return False
+        if len(info) < _TCP_INFO_SIZE:
+            return False
+        last_ack_ms = _U32.unpack_from(info, 56)[0]  # tcpi_last_ack_recv
+        if last_ack_ms < seconds * 1000:
+            return True
+        # Our data is waiting in the kernel (the peer's receive window is full, its
+        # application is not reading): a live peer's kernel still answers the window
+        # probes, at least every TCP_RTO_MAX (120 s).
+        return _send_queue_bytes(sock) > 0 and last_ack_ms < _PROBE_ANSWER_MS
 
     def start_reading(self) -> None:
         """Records may now be delivered.  The reader task itself starts only when a
