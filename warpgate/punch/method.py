@@ -10,8 +10,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from warpgate.errors import WarpgateError
 from warpgate.interfaces import Candidate, Transport
-from warpgate.punch.session import Coordinator, PunchAborted, Session
+from warpgate.punch.session import Coordinator, PunchAborted, Session, unreachable_target
 from warpgate.sansio.address import HintKind, NodeAddress
 from warpgate.sansio.punch_messages import AbortReason, Offer, PunchTransport, Schedule
 from warpgate.sansio.punch_plan import Plan, Strategy, endpoints_of, plan
@@ -137,10 +138,21 @@ class PunchMethod:
         self._spawn(self._respond_safely(sender, offer), f"{self.name} responder")
 
     async def _respond_safely(self, sender: bytes, offer: Offer) -> None:
-        own = await self.coordinator.fresh_endpoints()
-        planned = plan(own, offer.endpoints, self.transport)
+        # Anyone can make a key and send an offer: what it asks us to send probes or
+        # SYNs to must be a place a peer could be, not our loopback or someone's LAN.
         try:
-            session = self.coordinator.open(sender, offer.session, offer.hints)
+            own = await self.coordinator.fresh_endpoints()
+        except (WarpgateError, OSError) as exc:
+            log.info("%s: cannot answer an offer: %s", self.name, exc)
+            return
+        refusal = unreachable_target(own, offer.endpoints)
+        if refusal:
+            log.warning("%s: refused an offer from %s: %s", self.name, sender.hex()[:16], refusal)
+            return
+        planned = plan(own, offer.endpoints, self.transport)
+        birthday = planned.strategy in (Strategy.BIRTHDAY_HARD, Strategy.BIRTHDAY_EASY)
+        try:
+            session = self.coordinator.open(sender, offer.session, offer.hints, birthday=birthday)
         except PunchAborted:
             await self.coordinator.abort(_bare(sender, offer), AbortReason.BUSY)
             return
@@ -158,7 +170,7 @@ class PunchMethod:
                     await self._answer_and_respond(sending, session, offer, planned)
                 else:
                     await self.respond(session, offer, planned)
-        except (TimeoutError, ConnectionError, OSError) as exc:
+        except (TimeoutError, ConnectionError, OSError, WarpgateError) as exc:
             log.info("%s: responding to %s failed: %s", self.name, sender.hex()[:16], exc)
         finally:
             self.coordinator.close(session)

@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -43,6 +43,29 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_SESSIONS = 64  # concurrent sessions per method; more offers are refused (busy)
+MAX_PER_PEER = 4  # concurrent sessions with one peer key
+MAX_BIRTHDAYS = 2  # concurrent birthday-probing sessions (256 sockets or 4,096 probes each)
+
+
+def unreachable_target(own: Sequence[Endpoint], theirs: Sequence[Endpoint]) -> str:
+    """Why an offer's endpoints are no place to send probes to ("" when they are fine).
+
+    Loopback, unspecified, multicast, link-local and reserved addresses never are.  A
+    private (or shared, CGNAT) address is one only when our own external address is not
+    public either: both peers then sit in the same private realm.  Otherwise anyone could
+    aim our probes at our own LAN."""
+    ours_public = any(ep.ext_ip is not None and ep.ext_ip.is_global for ep in own)
+    for ep in theirs:
+        ip = ep.ext_ip
+        if ip is None:
+            continue
+        if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_link_local:
+            return f"{ip} is not an address a peer can have"
+        if ip.is_reserved:
+            return f"{ip} is a reserved address"
+        if not ip.is_global and ours_public:
+            return f"{ip} is private while we are on the public internet"
+    return ""
 
 
 class PunchAborted(WarpgateError, ConnectionError):
@@ -59,6 +82,8 @@ class Session:
     started: float = field(default_factory=time.monotonic)
     hints: tuple[str, ...] = ()
     """The peer's signal hints: every message of the session to the peer carries them."""
+    birthday: bool = False
+    """A birthday-probing session (capped node-wide: see :data:`MAX_BIRTHDAYS`)."""
 
 
 OfferHandler = Callable[[bytes, Offer], None]
@@ -145,10 +170,24 @@ class Coordinator:
         return dataclasses.replace(ep, ext_ip=ipaddress.ip_address(mapped[0]), ext_port=mapped[1])
 
     def open(
-        self, peer_key: bytes, session_id: bytes | None = None, hints: tuple[str, ...] = ()
+        self,
+        peer_key: bytes,
+        session_id: bytes | None = None,
+        hints: tuple[str, ...] = (),
+        *,
+        birthday: bool = False,
     ) -> Session:
+        """A new session; ``session_id`` is the requester's (for a responder).  Refused
+        (:class:`PunchAborted`) beyond the caps: sessions in all, per peer, and birthday
+        sessions (hundreds of sockets or thousands of probes each) in all."""
         if len(self.sessions) >= MAX_SESSIONS:
             raise PunchAborted("too many punch sessions at once")
+        if session_id is not None and session_id in self.sessions:
+            raise PunchAborted("a session with that id is already running")
+        if sum(1 for s in self.sessions.values() if s.peer_key == peer_key) >= MAX_PER_PEER:
+            raise PunchAborted("too many punch sessions with that peer at once")
+        if birthday and sum(1 for s in self.sessions.values() if s.birthday) >= MAX_BIRTHDAYS:
+            raise PunchAborted("too many birthday-probing sessions at once")
         loop = asyncio.get_running_loop()
         session = Session(
             session_id or secrets.token_bytes(SESSION_SIZE),
@@ -157,6 +196,7 @@ class Coordinator:
             loop.create_future(),
             loop.create_future(),
             hints=tuple(hints),
+            birthday=birthday,
         )
         self.sessions[session.id] = session
         return session
