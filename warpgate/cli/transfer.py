@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -216,6 +217,12 @@ def _target_path(output: Path, name: object) -> Path:
     base = Path(name.replace("\\", "/")).name
     if base in ("", ".", ".."):
         raise CommandError(f"the sender's file name {name!r} is not usable")
+    if base.startswith("."):
+        # A dotfile (.profile, .bash_aliases) in a home directory is code at next login.
+        raise CommandError(
+            f"the sender's file name {name!r} is a hidden file; not written",
+            "--output NAME to choose the name yourself",
+        )
     return output / base if output.is_dir() else output
 
 
@@ -254,7 +261,11 @@ async def _receive_on(link: Link, args: argparse.Namespace) -> int:
     ok = False
     try:
         try:
-            f = part.open("wb")
+            # Never through a symlink someone planted, never over a file it did not make.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+            if part.is_symlink():
+                raise OSError(errno.ELOOP, "the .part file is a symbolic link")
+            f = os.fdopen(os.open(part, flags, 0o600), "wb")
         except OSError as exc:
             await _ack(link, False, "the receiver cannot write the file")
             await _drain(link)
@@ -286,7 +297,10 @@ async def _receive_on(link: Link, args: argparse.Namespace) -> int:
         await _ack(link, True, "")
     finally:
         part.unlink(missing_ok=True)
-    status(f"received {target}: {_size(size)}, sha256 {want} verified")
+    status(
+        f"received {target}: {_size(size)}, sha256 {want} verified, "
+        f"from the node with key {link.remote_key.hex()}"
+    )
     return 0
 
 
