@@ -142,8 +142,10 @@ async def test_a_lost_third_message_is_sent_again(
 
     monkeypatch.setattr(b.udp, "_on_hs3", lose_the_first)
     link, _ = await auto_connect(a, b.address(), transport="udp")
+    await link.send(b"before the peer has the link")  # kept until message 3 lands
     inbound = await b.accept(timeout=3)  # message 3 came again, after 250 ms
     assert dropped
+    assert await inbound.recv(2) == b"before the peer has the link"
     await link.send(b"after the retransmission")
     assert await inbound.recv(2) == b"after the retransmission"
 

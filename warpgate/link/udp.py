@@ -125,6 +125,9 @@ class _Respond:
     peer_index: int
     reply: bytes
     created: float = field(default_factory=time.monotonic)
+    # Data that overtook (or outlived a lost) handshake message 3: the dialler sends
+    # right behind it.  Opened, and so authenticated, once the link exists.
+    early: list[bytes] = field(default_factory=list)
 
 
 class UdpLinks:
@@ -295,9 +298,14 @@ class UdpLinks:
     async def _dispatch(self, data: bytes, remote: Addr, listener: Listener) -> None:
         kind = data[0]
         if kind == DATA:
-            link = self.links.get(_U32.unpack_from(data, 1)[0])
+            index = _U32.unpack_from(data, 1)[0]
+            link = self.links.get(index)
             if link is None:
-                self.dropped += 1
+                pending = self._responses.get(index)
+                if pending is not None and pending.remote == remote and len(pending.early) < 4:
+                    pending.early.append(data[5:])
+                else:
+                    self.dropped += 1
                 return
             await link.datagram_received(data[5:])
         elif kind == HS1:
@@ -364,6 +372,8 @@ class UdpLinks:
         link = self._make_link(pending.hs, index, peer_index, listener, remote, "inbound")
         self._send(listener, ack, remote)
         self.node.adopt_link(link, inbound=True)
+        for record in pending.early:
+            self.node.spawn(link.datagram_received(record), name="udp link early datagram")
 
     def _expire_responses(self) -> None:
         limit = time.monotonic() - self.node.conf["handshake_timeout"]
