@@ -47,7 +47,7 @@ def _send_queue_bytes(sock: socket.socket) -> int:
         return 0
 
 
-PAUSE_AT = 64  # records waiting for the link's reader before we stop reading the socket
+PAUSE_AT = 16  # records (up to 1 MiB each) waiting for the reader before reading pauses
 # Inbound handshakes in progress from one IP address.  Each may hold a socket and up to
 # 64 KiB of buffered handshake bytes until handshake_timeout: without a cap, one host
 # could pin gigabytes.  High enough for a whole machine of honest nodes dialling at once.
