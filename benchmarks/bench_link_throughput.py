@@ -20,20 +20,23 @@ import time
 from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
 
 
-async def plain_round(size: int, count: int) -> float:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                n = int.from_bytes(await reader.readexactly(4), "big")
-                data = await reader.readexactly(n)
-                writer.write(n.to_bytes(4, "big") + data)
-                await writer.drain()
-        except asyncio.IncompleteReadError:
-            writer.close()
+async def length_prefixed_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The baseline's server side: echo 4-byte-length-prefixed messages until EOF."""
+    try:
+        while True:
+            n = int.from_bytes(await reader.readexactly(4), "big")
+            data = await reader.readexactly(n)
+            writer.write(n.to_bytes(4, "big") + data)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
 
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+async def timed_echoes(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, size: int, count: int
+) -> float:
+    """The baseline's client side: seconds to send ``count`` length-prefixed messages of
+    ``size`` bytes while reading their echoes."""
     payload = os.urandom(size)
 
     async def send() -> None:
@@ -47,7 +50,14 @@ async def plain_round(size: int, count: int) -> float:
         n = int.from_bytes(await reader.readexactly(4), "big")
         await reader.readexactly(n)
     await sender
-    elapsed = time.perf_counter() - begin
+    return time.perf_counter() - begin
+
+
+async def plain_round(size: int, count: int) -> float:
+    server = await asyncio.start_server(length_prefixed_echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    elapsed = await timed_echoes(reader, writer, size, count)
     writer.close()
     await writer.wait_closed()
     server.close()

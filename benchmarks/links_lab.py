@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_link_throughput import length_prefixed_echo, timed_echoes
 from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
 
 PORT_TIMEOUT = 30.0
@@ -33,17 +34,7 @@ PORT_TIMEOUT = 30.0
 async def raw_echo_server(
     ip: str, port_out: concurrent.futures.Future[int], done: concurrent.futures.Future[bool]
 ) -> None:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                n = int.from_bytes(await reader.readexactly(4), "big")
-                data = await reader.readexactly(n)
-                writer.write(n.to_bytes(4, "big") + data)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    server = await asyncio.start_server(echo, ip, 0)
+    server = await asyncio.start_server(length_prefixed_echo, ip, 0)
     port_out.set_result(server.sockets[0].getsockname()[1])
     try:
         await asyncio.wait_for(asyncio.wrap_future(done), 600)
@@ -56,20 +47,7 @@ async def raw_client(
 ) -> float:
     port = await asyncio.wait_for(asyncio.wrap_future(port_in), PORT_TIMEOUT)
     reader, writer = await asyncio.open_connection(ip, port)
-    payload = os.urandom(size)
-
-    async def send() -> None:
-        for _ in range(count):
-            writer.write(size.to_bytes(4, "big") + payload)
-            await writer.drain()
-
-    begin = time.perf_counter()
-    sender = asyncio.create_task(send())
-    for _ in range(count):
-        n = int.from_bytes(await reader.readexactly(4), "big")
-        await reader.readexactly(n)
-    await sender
-    elapsed = time.perf_counter() - begin
+    elapsed = await timed_echoes(reader, writer, size, count)
     writer.close()
     return elapsed
 
