@@ -33,8 +33,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
+from warpgate import Node, auto_connect
 from warpgate.lab import Lab, two_nat
+from warpgate.testing.turn_conf import turn_conf
 
 MESSAGE = 1100
 DONE = b"done"
@@ -42,25 +43,8 @@ FIRST = b"first"
 
 
 def conf(lab: Lab, name: str, relay_first: bool = False) -> dict[str, Any]:
-    stun = lab.servers["stun"]
-    server = f"{stun['host']}:{stun['port']}"
-    return dict_child(
-        {
-            "identity_name": name,
-            "sig_pipe_no": 1,
-            "plugins": {"signal": ["memory"]},
-            # The external addresses: the relay permits the peer's.
-            "enable_stun_clients": True,
-            "stun_servers": [server],
-            "turn_servers": [server],
-            "turn_username": stun["username"],
-            "turn_password": stun["password"],
-            "turn_relay_first": relay_first,
-            # The relayed throughput must stay relayed (a -> pub could upgrade to direct).
-            "turn_upgrade": relay_first,
-        },
-        NODE_TEST_CONF,
-    )
+    # The relayed throughput must stay relayed (a -> pub could upgrade to direct).
+    return turn_conf(lab, name, turn_relay_first=relay_first, turn_upgrade=relay_first)
 
 
 async def responder(

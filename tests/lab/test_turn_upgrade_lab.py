@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.lab.turn_conf import turn_conf
 from warpgate import Node, auto_connect
+from warpgate.testing.turn_conf import turn_conf
 
 pytestmark = pytest.mark.lab
 

@@ -1,4 +1,5 @@
-"""The conf of a node in the lab that relays through the lab's coturn."""
+"""The conf of a node in the NAT lab that relays through the lab's coturn (for tests and
+benchmarks that need a relay in the lab)."""
 
 from __future__ import annotations
 
