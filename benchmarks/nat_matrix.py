@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.ice_baseline import IceServers, ice_try
 from warpgate import NODE_TEST_CONF, ConnectError, Node, auto_connect, dict_child
+from warpgate.testing.echo_node import run_echo_node
 
 MODES = ("open", "full-cone", "address-restricted", "port-restricted", "symmetric")
 #: Deadline of one try, each side (auto_connect's own deadline is CONNECT_TIMEOUT).
@@ -99,27 +100,7 @@ async def wg_accept(
     done: concurrent.futures.Future[bool],
 ) -> dict[str, Any]:
     """Host ``b``: a fresh node that echoes every message of its links until ``done``."""
-    async with Node(port=0, conf=node_conf(lab, "matrix-b")) as node:
-        await node.start()
-        address_out.set_result(node.address())
-        tasks: list[asyncio.Task[None]] = []
-
-        async def echo(link: Any) -> None:
-            async for msg in link:
-                await link.send(b"echo:" + msg)
-
-        async def accept_all() -> None:
-            for _ in range(100):
-                tasks.append(asyncio.create_task(echo(await node.accept())))
-
-        acceptor = asyncio.create_task(accept_all())
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(done), TRY_TIMEOUT)
-        except TimeoutError:
-            pass
-        finally:
-            for task in (acceptor, *tasks):
-                task.cancel()
+    await run_echo_node(node_conf(lab, "matrix-b"), address_out, done, timeout=TRY_TIMEOUT)
     return {}
 
 

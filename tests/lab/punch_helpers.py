@@ -12,6 +12,7 @@ from typing import Any
 
 from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
 from warpgate.connect import ConnectError
+from warpgate.testing.echo_node import run_echo_node
 
 TIMEOUT = 20.0
 
@@ -207,28 +208,7 @@ async def matrix_accept(
     extra: dict[str, Any],
 ) -> dict[str, Any]:
     """A fresh node that echoes every message of every link until ``done``."""
-    async with Node(port=0, conf=matrix_conf(lab, name, **extra)) as node:
-        await node.start()
-        address_out.set_result(node.address())
-        tasks: list[asyncio.Task[None]] = []
-
-        async def echo(link: Any) -> None:
-            async for msg in link:
-                await link.send(b"echo:" + msg)
-
-        async def accept_all() -> None:
-            for _ in range(100):
-                tasks.append(asyncio.create_task(echo(await node.accept())))
-
-        acceptor = asyncio.create_task(accept_all())
-        try:
-            await asyncio.wait_for(asyncio.wrap_future(done), TIMEOUT + 10)
-        except TimeoutError:
-            pass
-        finally:
-            for task in (acceptor, *tasks):
-                task.cancel()
-            await asyncio.gather(acceptor, *tasks, return_exceptions=True)
+    await run_echo_node(matrix_conf(lab, name, **extra), address_out, done, timeout=TIMEOUT + 10)
     return {}
 
 
