@@ -289,3 +289,16 @@ async def matrix_try(
     result: dict[str, Any] = dialled
     result["requester"] = requester
     return result
+
+
+async def expect_failure(node: Any, peer: bytes, **options: Any) -> tuple[str, float]:
+    """``auto_connect`` that must fail: its error (or ``"connected?!"``) and how long it
+    took, in seconds."""
+    loop = asyncio.get_running_loop()
+    begin = loop.time()
+    try:
+        await auto_connect(node, peer, **options)
+        outcome = "connected?!"
+    except ConnectError as exc:
+        outcome = str(exc)
+    return outcome, loop.time() - begin

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.lab.punch_helpers import node_conf, open_fds
+from tests.lab.punch_helpers import expect_failure, node_conf, open_fds
 from warpgate import Node, auto_connect
-from warpgate.connect import ConnectError
 from warpgate.sansio.address import NodeAddress
 from warpgate.sansio.punch_messages import ANSWER, OFFER, is_punch_message
 from warpgate.sansio.punch_probe import PROBE, Probe
@@ -37,14 +36,9 @@ async def _requester(stun: str, address: concurrent.futures.Future[bytes]) -> di
     async with Node(port=0, conf=conf) as node:
         await node.start()
         peer = await asyncio.wrap_future(address)
-        loop = asyncio.get_running_loop()
-        begin = loop.time()
-        try:
-            await auto_connect(node, peer, transport="udp", methods=["udp_punch"], timeout=4)
-            outcome = "connected?!"
-        except ConnectError as exc:
-            outcome = str(exc)
-        took = loop.time() - begin
+        outcome, took = await expect_failure(
+            node, peer, transport="udp", methods=["udp_punch"], timeout=4
+        )
     return {"outcome": outcome, "took": took}
 
 
@@ -203,14 +197,9 @@ async def _faulty_requester(
             peer = await asyncio.wrap_future(address)
             await asyncio.sleep(0.2)
             before = open_fds()
-            loop = asyncio.get_running_loop()
-            begin = loop.time()
-            try:
-                await auto_connect(node, peer, transport="udp", methods=["udp_punch"], timeout=4)
-                outcome = "connected?!"
-            except ConnectError as exc:
-                outcome = str(exc)
-            took = loop.time() - begin
+            outcome, took = await expect_failure(
+                node, peer, transport="udp", methods=["udp_punch"], timeout=4
+            )
             method = node.traversal_methods["udp_punch"]
             return {
                 "outcome": outcome,
@@ -307,11 +296,9 @@ async def _failing_easy_requester(
                 raise ConnectionError("handshake refused (test)")
 
             node.udp.dial = dial  # type: ignore[method-assign]
-            try:
-                await auto_connect(node, peer, transport="udp", methods=["udp_punch"], timeout=8)
-                outcome = "connected?!"
-            except ConnectError as exc:
-                outcome = str(exc)
+            outcome, _took = await expect_failure(
+                node, peer, transport="udp", methods=["udp_punch"], timeout=8
+            )
             return {"outcome": outcome, "confirmed": confirmed}
     finally:
         done.set_result(True)
