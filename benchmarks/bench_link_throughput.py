@@ -16,6 +16,7 @@ import asyncio
 import os
 import tempfile
 import time
+from typing import Any
 
 from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
 
@@ -53,6 +54,25 @@ async def timed_echoes(
     return time.perf_counter() - begin
 
 
+async def timed_link_echoes(
+    link: Any, size: int, count: int, timeout: float | None = None
+) -> float:
+    """The link's client side: seconds to send ``count`` messages of ``size`` bytes while
+    reading their echoes (each within ``timeout`` seconds, if given)."""
+    payload = os.urandom(size)
+
+    async def send() -> None:
+        for _ in range(count):
+            await link.send(payload)
+
+    begin = time.perf_counter()
+    sender = asyncio.create_task(send())
+    for _ in range(count):
+        await link.recv(timeout=timeout)
+    await sender
+    return time.perf_counter() - begin
+
+
 async def plain_round(size: int, count: int) -> float:
     server = await asyncio.start_server(length_prefixed_echo, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -83,18 +103,7 @@ async def link_round(size: int, count: int, encryption: bool) -> float:
                 await inbound.send(msg)
 
         echo_task = asyncio.create_task(echo())
-        payload = os.urandom(size)
-
-        async def send() -> None:
-            for _ in range(count):
-                await link.send(payload)
-
-        begin = time.perf_counter()
-        sender = asyncio.create_task(send())
-        for _ in range(count):
-            await link.recv()
-        await sender
-        elapsed = time.perf_counter() - begin
+        elapsed = await timed_link_echoes(link, size, count)
         echo_task.cancel()
         return elapsed
 

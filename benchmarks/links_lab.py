@@ -19,13 +19,16 @@ import concurrent.futures
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_link_throughput import length_prefixed_echo, timed_echoes
+from benchmarks.bench_link_throughput import (
+    length_prefixed_echo,
+    timed_echoes,
+    timed_link_echoes,
+)
 from warpgate import NODE_TEST_CONF, Node, auto_connect, dict_child
 
 PORT_TIMEOUT = 30.0
@@ -84,18 +87,7 @@ async def wg_client(
         await node.start()
         address = await asyncio.wait_for(asyncio.wrap_future(address_in), PORT_TIMEOUT)
         link, _ = await auto_connect(node, address, methods=["direct"], timeout=10)
-        payload = os.urandom(size)
-
-        async def send() -> None:
-            for _ in range(count):
-                await link.send(payload)
-
-        begin = time.perf_counter()
-        sender = asyncio.create_task(send())
-        for _ in range(count):
-            await link.recv(timeout=30)
-        await sender
-        elapsed = time.perf_counter() - begin
+        elapsed = await timed_link_echoes(link, size, count, timeout=30)
         await link.close("done")
         return elapsed
 
