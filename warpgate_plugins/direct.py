@@ -110,6 +110,7 @@ class DirectMethod:
             local_ip=local_ip,
             intent=intent,
             encrypt=self.node.conf["link_encryption"],
+            tickets=self.node.link_tickets,
         )
 
     def _listener_for(self, candidate: Candidate) -> Listener:

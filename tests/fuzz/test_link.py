@@ -25,7 +25,7 @@ from tests.fuzz.mutate import mutated
 from tests.fuzz.profile import FUZZ, GARBAGE_BYTES
 from warpgate import NODE_TEST_CONF, Node, dict_child
 from warpgate.identity.keystore import public_key_bytes
-from warpgate.link.tcp import LINK_MAGIC, LinkConnection, _frame
+from warpgate.link.tcp import LINK_MAGIC, RESUME_MAGIC, LinkConnection, _frame
 from warpgate.link.udp import HS1_MIN_SIZE
 from warpgate.sansio.link_handshake import (
     LinkAuthError,
@@ -45,6 +45,7 @@ from warpgate.sansio.link_records import (
     RecordCodec,
     RecordStreamParser,
 )
+from warpgate.sansio.link_resumption import ResumedHandshake, ResumptionTickets
 from warpgate.sansio.noise import MAX_MESSAGE, NoiseError, NoiseHandshake, generate_static_key
 from warpgate.sansio.noise import public_key as noise_public_key
 
@@ -122,6 +123,73 @@ def test_initiator_handshake_only_raises_documented_errors(msg2: bytes) -> None:
     except HANDSHAKE_ERRORS:
         return
     raise AssertionError("a message 2 made for another handshake was accepted")
+
+
+def _ticket_secret() -> bytes:
+    """The resumption secret of a full handshake alice -> bob."""
+    a = LinkHandshake(ALICE, initiator=True, expected_identity=BOB.public_key)
+    b = LinkHandshake(BOB, initiator=False)
+    b.receive(a.receive(b.receive(a.start())))  # type: ignore[arg-type]
+    a.split()
+    b.split()
+    assert a.resumption_secret == b.resumption_secret
+    return a.resumption_secret
+
+
+SECRET = _ticket_secret()
+BOB_TICKETS = ResumptionTickets(BOB.public_key, lifetime=1e9)
+BOB_TICKETS.remember(ALICE.public_key, SECRET, now=0)
+
+
+def _resuming_alice() -> ResumedHandshake:
+    tickets = ResumptionTickets(ALICE.public_key, lifetime=1e9)  # fresh: a fallback forgets
+    tickets.remember(BOB.public_key, SECRET, now=0)
+    hs = ResumedHandshake.dialling(ALICE, tickets, BOB.public_key, now=1)
+    assert hs is not None
+    return hs
+
+
+def _genuine_resumed() -> tuple[bytes, bytes, bytes]:
+    a = _resuming_alice()
+    b = ResumedHandshake(BOB, initiator=False, tickets=BOB_TICKETS, now=1)
+    r1 = a.start()
+    r2 = b.receive(r1)
+    assert r2
+    r3 = a.receive(r2)
+    assert r3 is not None and b.receive(r3) is None and b.complete
+    return r1, r2, r3
+
+
+R1, R2, R3 = _genuine_resumed()
+
+
+@FUZZ
+@given(
+    st.one_of(st.binary(max_size=200), mutated([R1])),
+    st.one_of(st.binary(max_size=200), mutated([R3, M1])),
+)
+def test_resumed_responder_only_raises_documented_errors(msg1: bytes, msg3: bytes) -> None:
+    b = ResumedHandshake(BOB, initiator=False, tickets=BOB_TICKETS, now=1)
+    try:
+        b.receive(msg1)
+        b.receive(msg3)
+    except HANDSHAKE_ERRORS:
+        return
+    # Only the dialler that made message 1 can confirm it: a replay never completes.
+    assert not b.complete or not b.resumed, "forged resumed handshake accepted"
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=200), mutated([R2])))
+def test_resumed_initiator_only_raises_documented_errors(msg2: bytes) -> None:
+    a = _resuming_alice()
+    a.start()
+    try:
+        reply = a.receive(msg2)
+    except HANDSHAKE_ERRORS:
+        return
+    # An empty frame starts the full handshake; anything else must not verify.
+    assert msg2 == b"" and reply and not a.resumed and not a.complete, "forged message 2"
 
 
 PAYLOAD_SEEDS = [ALICE.payload(b"intent", plaintext=True), BOB.payload()]
@@ -269,9 +337,14 @@ class _Transport(asyncio.Transport):
         )
 
 
-async def _connection() -> tuple[LinkConnection, _Transport]:
+async def _connection(
+    tickets: ResumptionTickets | None = None,
+) -> tuple[LinkConnection, _Transport]:
     conn = LinkConnection(
-        LinkHandshake(BOB, initiator=False), method="inbound", max_message=1 << 20
+        LinkHandshake(BOB, initiator=False),
+        method="inbound",
+        max_message=1 << 20,
+        tickets=tickets,
     )
     transport = _Transport()
     conn.connection_made(transport)  # type: ignore[arg-type]
@@ -283,17 +356,33 @@ async def _connection() -> tuple[LinkConnection, _Transport]:
     st.one_of(st.binary(max_size=300), mutated([LINK_MAGIC + _frame(M1) + _frame(M3)])), st.data()
 )
 def test_tcp_handshake_framing(wire: bytes, data: st.DataObject) -> None:
+    _feed_in_pieces(wire, data, tickets=None)
+
+
+def _feed_in_pieces(wire: bytes, data: st.DataObject, tickets: ResumptionTickets | None) -> None:
+    """Feed ``wire`` to a listening connection cut at random points: it must never
+    raise, and may only fail with a LinkProtocolError that aborts the transport."""
+
     async def run() -> None:
-        conn, transport = await _connection()
+        conn, transport = await _connection(tickets)
         cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=5)))
         for start, end in zip([0, *cuts], [*cuts, len(wire)], strict=True):
-            conn.data_received(wire[start:end])  # must never raise
+            conn.data_received(wire[start:end])
         if conn.ready.done():
             exc = conn.ready.exception()
             assert exc is None or isinstance(exc, LinkProtocolError), exc
             assert exc is None or transport.aborted
 
     asyncio.run(run())
+
+
+@FUZZ
+@given(
+    st.one_of(st.binary(max_size=300), mutated([RESUME_MAGIC + _frame(R1) + _frame(R3)])),
+    st.data(),
+)
+def test_tcp_resumed_handshake_framing(wire: bytes, data: st.DataObject) -> None:
+    _feed_in_pieces(wire, data, tickets=BOB_TICKETS)
 
 
 @pytest.mark.parametrize("seed", [3, 4])

@@ -73,6 +73,9 @@ class Link:
         self.intent = intent
         self.max_message = codec.max_message
         self.trace: list[object] = []  # auto_connect's attempts, for the winner
+        # True when the handshake resumed an earlier link's ticket instead of running the
+        # full one (see warpgate.sansio.link_resumption).
+        self.resumed = False
         self.created = time.monotonic()
         # When the peer was last heard from (any record): the node's keepalive loop
         # pings a quiet link and closes a silent one (see warpgate_plugins.maintenance).

@@ -23,11 +23,16 @@ from collections.abc import Callable
 from warpgate.link.link import Addr, Link, LinkClosed, LinkPath, _ReceiveFailed
 from warpgate.sansio.link_handshake import LinkHandshake, LinkIdentity, LinkProtocolError
 from warpgate.sansio.link_records import RECORD_HEADER, RecordCodec, RecordStreamParser
+from warpgate.sansio.link_resumption import ResumedHandshake, ResumptionTickets
+
+AnyHandshake = LinkHandshake | ResumedHandshake
 
 log = logging.getLogger(__name__)
 
 # The last byte is the version of the framing: 2 since records carry 24-bit lengths.
 LINK_MAGIC = b"WGL\x02"
+# A dialler resuming with a ticket (warpgate.sansio.link_resumption) starts with this.
+RESUME_MAGIC = b"WGR\x02"
 _LEN = 2
 # struct tcp_info (linux/tcp.h): tcpi_last_ack_recv (milliseconds since the peer last
 # acknowledged anything) is the u32 at offset 56, there since Linux 2.6.
@@ -69,15 +74,19 @@ class LinkConnection(asyncio.Protocol):
 
     def __init__(
         self,
-        hs: LinkHandshake,
+        hs: AnyHandshake,
         *,
         method: str,
         max_message: int,
         on_link: Callable[[TcpLink], None] | None = None,
         on_failure: Callable[[str, Addr], None] | None = None,
         admit: Callable[[LinkConnection], bool] | None = None,
+        tickets: ResumptionTickets | None = None,
     ) -> None:
-        self.hs = hs
+        self.hs: AnyHandshake = hs
+        # Where full handshakes leave a ticket and (listening side) resumed ones find
+        # theirs; None: this connection neither makes nor answers tickets.
+        self.tickets = tickets
         self.admit = admit  # responder side: may this connection start a handshake?
         self.method = method
         self.max_message = max_message
@@ -108,7 +117,8 @@ class LinkConnection(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.hs.initiator:
-            transport.write(LINK_MAGIC + _frame(self.hs.start()))
+            magic = RESUME_MAGIC if self.hs.resumed else LINK_MAGIC
+            transport.write(magic + _frame(self.hs.start()))
         elif self.admit is not None and not self.admit(self):
             self._fail(f"too many handshakes in progress from {self.peer[0]}")
 
@@ -174,7 +184,16 @@ class LinkConnection(asyncio.Protocol):
         if self._state == "magic":
             if len(buf) < len(LINK_MAGIC):
                 return
-            if bytes(buf[: len(LINK_MAGIC)]) != LINK_MAGIC:
+            if bytes(buf[: len(RESUME_MAGIC)]) == RESUME_MAGIC:
+                hs = self.hs
+                self.hs = ResumedHandshake(
+                    hs.identity,
+                    initiator=False,
+                    tickets=self.tickets,
+                    now=time.monotonic(),
+                    plaintext=hs.plaintext,
+                )
+            elif bytes(buf[: len(LINK_MAGIC)]) != LINK_MAGIC:
                 if bytes(buf[:3]) == LINK_MAGIC[:3]:
                     raise LinkProtocolError(
                         f"the peer speaks link framing version {buf[3]}, this build "
@@ -201,6 +220,8 @@ class LinkConnection(asyncio.Protocol):
         hs = self.hs
         assert hs.remote_identity is not None
         codec = RecordCodec(*hs.transport_ciphers(), max_message=self.max_message)
+        if self.tickets is not None and hs.resumption_secret:
+            self.tickets.remember(hs.remote_identity, hs.resumption_secret, time.monotonic())
         path = LinkPath(
             method=self.method,
             transport="tcp",
@@ -215,6 +236,7 @@ class LinkConnection(asyncio.Protocol):
             initiator=hs.initiator,
             intent=hs.intent,
         )
+        self.link.resumed = hs.resumed
         self._state = "records"
         leftover, self._buffer = bytes(self._buffer), bytearray()
         self.link.start_reading()
@@ -414,12 +436,37 @@ async def dial_tcp(
     local_ip: str | None = None,
     intent: bytes = b"",
     encrypt: bool = True,
+    tickets: ResumptionTickets | None = None,
 ) -> TcpLink:
-    """Connect to ``remote`` and run the handshake as initiator.
+    """Connect to ``remote`` and run the handshake as initiator: resumed when
+    ``tickets`` holds a live ticket for ``expected_identity``, else the full one (which
+    leaves a ticket there for next time).
 
-    Callers bound the whole call with a timeout (``asyncio.timeout``); a cancelled dial
-    closes its connection.
+    A resumed dial that fails before its handshake ends (the peer runs an older build,
+    say) drops the ticket and dials once more with the full handshake.  Callers bound
+    the whole call with a timeout (``asyncio.timeout``); a cancelled dial closes its
+    connection.
     """
+    resumed = (
+        ResumedHandshake.dialling(
+            identity,
+            tickets,
+            expected_identity,
+            now=time.monotonic(),
+            intent=intent,
+            plaintext=not encrypt,
+        )
+        if tickets is not None and expected_identity is not None
+        else None
+    )
+    if resumed is not None:
+        assert tickets is not None and expected_identity is not None
+        hs: AnyHandshake = resumed
+        try:
+            return await _dial(hs, remote, method, max_message, local_ip, tickets)
+        except _ResumptionFailed as exc:
+            tickets.forget(expected_identity)
+            log.info("resuming the link to %s:%s failed (%s): full handshake", *remote, exc)
     hs = LinkHandshake(
         identity,
         initiator=True,
@@ -427,18 +474,38 @@ async def dial_tcp(
         intent=intent,
         plaintext=not encrypt,
     )
+    return await _dial(hs, remote, method, max_message, local_ip, tickets)
+
+
+async def _dial(
+    hs: AnyHandshake,
+    remote: Addr,
+    method: str,
+    max_message: int,
+    local_ip: str | None,
+    tickets: ResumptionTickets | None,
+) -> TcpLink:
     loop = asyncio.get_running_loop()
     transport, conn = await loop.create_connection(
-        lambda: LinkConnection(hs, method=method, max_message=max_message),
+        lambda: LinkConnection(hs, method=method, max_message=max_message, tickets=tickets),
         remote[0],
         remote[1],
         local_addr=(local_ip, 0) if local_ip else None,
     )
     try:
         return await conn.ready
+    except (LinkProtocolError, ConnectionError) as exc:
+        transport.abort()
+        if hs.resumed:  # connected, but the resumed handshake itself failed
+            raise _ResumptionFailed(str(exc)) from exc
+        raise
     except BaseException:
         transport.abort()
         raise
+
+
+class _ResumptionFailed(Exception):
+    """A resumed handshake failed on an established connection (worth a full one)."""
 
 
 def responder_factory(
@@ -450,10 +517,12 @@ def responder_factory(
     on_link: Callable[[TcpLink], None],
     on_failure: Callable[[str, Addr], None],
     max_pending_per_source: int = MAX_PENDING_PER_SOURCE,
+    tickets: Callable[[], ResumptionTickets | None] = lambda: None,
 ) -> Callable[[], LinkConnection]:
     """A protocol factory for a listening socket: every connection must complete the
     link handshake within ``handshake_timeout()`` seconds or is dropped, and at most
-    ``max_pending_per_source`` handshakes run at once from one IP address."""
+    ``max_pending_per_source`` handshakes run at once from one IP address.  ``tickets()``
+    is where resumption tickets are kept and looked up (None: none are)."""
     pending: dict[str, int] = {}
 
     def release(ip: str) -> None:
@@ -480,6 +549,7 @@ def responder_factory(
             on_link=on_link,
             on_failure=on_failure,
             admit=admit,
+            tickets=tickets(),
         )
         limit = handshake_timeout()
         timer = asyncio.get_running_loop().call_later(
@@ -491,4 +561,11 @@ def responder_factory(
     return make
 
 
-__all__ = ["LINK_MAGIC", "LinkConnection", "TcpLink", "dial_tcp", "responder_factory"]
+__all__ = [
+    "LINK_MAGIC",
+    "RESUME_MAGIC",
+    "LinkConnection",
+    "TcpLink",
+    "dial_tcp",
+    "responder_factory",
+]

@@ -23,6 +23,7 @@ from warpgate.plugin.manager import WarpgatePluginManager, make_plugin_manager
 from warpgate.plugin.spec import CONCURRENT_PHASES, PHASES, REQUIRED_PHASES
 from warpgate.sansio import stun
 from warpgate.sansio.link_handshake import LinkIdentity
+from warpgate.sansio.link_resumption import ResumptionTickets
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -133,6 +134,7 @@ class Node:
 
         self._msg_cbs: list[MsgCallback] = []
         self._link_identity: LinkIdentity | None = None
+        self._link_tickets: ResumptionTickets | None = None
         self.links: set[Link] = set()
         self._inbound: asyncio.Queue[Link] = asyncio.Queue(INBOUND_BACKLOG)
         self._awaited_intents: dict[bytes, asyncio.Future[Link]] = {}
@@ -359,6 +361,18 @@ class Node:
             self._link_identity = LinkIdentity.create(self.private_key, self.public_key)
         return self._link_identity
 
+    @property
+    def link_tickets(self) -> ResumptionTickets:
+        """Resumption tickets from this node's full link handshakes (conf
+        ``link_resumption``): a later TCP link to the same peer resumes one."""
+        if self._link_tickets is None:
+            if self.public_key is None:
+                raise RuntimeError("the node has no identity yet: await node.start() first")
+            self._link_tickets = ResumptionTickets(
+                self.public_key, lifetime=float(self.conf["link_resumption"])
+            )
+        return self._link_tickets
+
     async def connect(self, dest: object, **options: Any) -> Link:
         """Connect to a peer (address bytes, text or nickname); see
         :func:`warpgate.auto_connect` for the options.  Returns the link."""
@@ -445,6 +459,7 @@ class Node:
             handshake_timeout=lambda: self.conf["handshake_timeout"],
             on_link=lambda link: self.adopt_link(link, inbound=True),
             on_failure=self._connection_dropped,
+            tickets=lambda: self.link_tickets,
         )
 
     def _connection_dropped(self, reason: str, peer: tuple[str, int]) -> None:

@@ -32,6 +32,8 @@ NODE_CONF: dict[str, Any] = {
     # also what holds a UDP link's NAT mappings open
     "link_keepalive": 5.0,
     "link_timeout": 15.0,  # seconds of silence after which the link is closed
+    # seconds a resumption ticket from a full link handshake lives (0: never resume)
+    "link_resumption": 600.0,
     "plugins": {
         "disable": [],  # plugin (entry-point) or distribution names not to load
         "traversal": None,  # ordered traversal methods; None = all installed, by cost

@@ -72,10 +72,7 @@ class LinkIdentity:
         out = bytearray([PAYLOAD_VERSION])
         out += self.public_key
         out += bytes([len(self.signature)]) + self.signature
-        if intent:
-            out += _REC.pack(REC_INTENT, len(intent)) + intent
-        if plaintext:
-            out += _REC.pack(REC_PLAINTEXT, 0)
+        out += encode_records(intent, plaintext)
         return bytes(out)
 
 
@@ -100,6 +97,25 @@ def verify_payload(payload: bytes, remote_static: bytes) -> PeerProof:
     if len(sig) != sig_len:
         raise LinkProtocolError("handshake payload: truncated signature")
     pos += sig_len
+    intent, plaintext = parse_records(payload, pos)
+    if not _signature_valid(bytes(identity), bytes(sig), bytes(remote_static)):
+        raise LinkAuthError("the peer's identity signature over its link key is invalid")
+    return PeerProof(identity, intent, plaintext)
+
+
+def encode_records(intent: bytes = b"", plaintext: bool = False) -> bytes:
+    """The records part of a handshake payload."""
+    out = b""
+    if intent:
+        out += _REC.pack(REC_INTENT, len(intent)) + intent
+    if plaintext:
+        out += _REC.pack(REC_PLAINTEXT, 0)
+    return out
+
+
+def parse_records(payload: bytes, pos: int) -> tuple[bytes, bool]:
+    """``(intent, plaintext)`` from the records of a handshake payload from ``pos`` on;
+    unknown record types are skipped."""
     intent = b""
     plaintext = False
     while pos < len(payload):
@@ -114,12 +130,10 @@ def verify_payload(payload: bytes, remote_static: bytes) -> PeerProof:
         if rtype == REC_INTENT:
             if rlen > MAX_INTENT:
                 raise LinkProtocolError("handshake payload: intent too long")
-            intent = value
+            intent = bytes(value)
         elif rtype == REC_PLAINTEXT:
             plaintext = True
-    if not _signature_valid(bytes(identity), bytes(sig), bytes(remote_static)):
-        raise LinkAuthError("the peer's identity signature over its link key is invalid")
-    return PeerProof(identity, intent, plaintext)
+    return intent, plaintext
 
 
 @functools.lru_cache(maxsize=1024)
@@ -161,6 +175,7 @@ class LinkHandshake:
         self.remote_identity: bytes | None = None
         self.plaintext = plaintext
         self.plaintext_agreed = False
+        self.resumption_secret = b""
         self._noise = NoiseHandshake(
             initiator=initiator, static_key=identity.noise_static, prologue=PROLOGUE
         )
@@ -210,11 +225,17 @@ class LinkHandshake:
     def handshake_hash(self) -> bytes:
         return self._noise.handshake_hash
 
+    # Full handshakes are never resumed ones: see warpgate.sansio.link_resumption.
+    resumed = False
+
     def split(self) -> tuple[CipherState, CipherState]:
-        """(send, receive) transport ciphers for this side."""
+        """(send, receive) transport ciphers for this side.  Afterwards
+        :attr:`resumption_secret` holds the secret a resumption ticket is made from."""
         if not self.complete:
             raise LinkProtocolError("handshake not complete")
-        return self._noise.split()
+        ciphers = self._noise.split()
+        self.resumption_secret = self._noise.extra_secret
+        return ciphers
 
     def transport_ciphers(self) -> tuple[CipherState | None, CipherState | None]:
         """(send, receive) for the records; ``(None, None)`` when both sides agreed on

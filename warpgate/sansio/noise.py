@@ -1,12 +1,12 @@
-"""The Noise ``XX`` handshake, ``Noise_XX_25519_{AESGCM,ChaChaPoly}_SHA256`` (sans-IO).
+"""Noise handshakes, ``Noise_{XX,NNpsk0}_25519_{AESGCM,ChaChaPoly}_SHA256`` (sans-IO).
 
 An implementation of the Noise Protocol Framework, revision 34
-(https://noiseprotocol.org/noise.html), restricted to the one handshake pattern warpgate
+(https://noiseprotocol.org/noise.html), restricted to the two handshake patterns warpgate
 uses::
 
-    XX:
-      -> e
-      <- e, ee, s, es
+    XX:                         NNpsk0:
+      -> e                        -> psk, e
+      <- e, ee, s, es             <- e, ee
       -> s, se
 
 with either of the spec's two cipher functions (sections 12.3 and 12.4): ``AESGCM``
@@ -53,6 +53,7 @@ __all__ = [
     "MAX_MESSAGE",
     "MAX_NONCE",
     "MAX_RECORD",
+    "PATTERNS",
     "PROTOCOL_NAME",
     "TAG_SIZE",
     "CipherState",
@@ -118,6 +119,15 @@ def _hkdf2(chaining_key: bytes, input_key_material: bytes) -> tuple[bytes, bytes
     return output1, output2
 
 
+def _hkdf3(chaining_key: bytes, input_key_material: bytes) -> tuple[bytes, bytes, bytes]:
+    """HKDF(chaining_key, input_key_material, 3): its first two outputs are _hkdf2's."""
+    temp_key = _hmac(chaining_key, input_key_material)
+    output1 = _hmac(temp_key, b"\x01")
+    output2 = _hmac(temp_key, output1 + b"\x02")
+    output3 = _hmac(temp_key, output2 + b"\x03")
+    return output1, output2, output3
+
+
 _NONCE_PREFIX: Final = bytes(4)
 
 
@@ -147,10 +157,12 @@ def _cipher_functions(cipher: str) -> tuple[Callable[[bytes], _AEAD], Callable[[
     return functions
 
 
-def protocol_name(cipher: str = DEFAULT_CIPHER) -> bytes:
-    """The full Noise protocol name for ``cipher``, e.g. ``b"Noise_XX_25519_AESGCM_SHA256"``."""
+def protocol_name(cipher: str = DEFAULT_CIPHER, pattern: str = "XX") -> bytes:
+    """The full Noise protocol name for ``cipher`` and ``pattern``, e.g.
+    ``b"Noise_XX_25519_AESGCM_SHA256"``."""
     _cipher_functions(cipher)
-    return b"Noise_XX_25519_" + cipher.encode() + b"_SHA256"
+    _pattern(pattern)
+    return f"Noise_{pattern}_25519_{cipher}_SHA256".encode()
 
 
 def _buffer(data: bytes) -> bytes | bytearray | memoryview:
@@ -184,6 +196,13 @@ def _static_private_key(raw: bytes) -> X25519PrivateKey:
 
 def _public_bytes(key: X25519PrivateKey) -> bytes:
     return key.public_key().public_bytes_raw()
+
+
+@functools.lru_cache(maxsize=16)
+def _static_public(key: X25519PrivateKey) -> bytes:
+    """A static key's public half, computed once (the key objects come from the
+    _cached_static cache, so the same object recurs)."""
+    return _public_bytes(key)
 
 
 def _dh(private: X25519PrivateKey, public: bytes) -> bytes:
@@ -365,20 +384,25 @@ class CipherState:
 # --------------------------------------------------------------------------- SymmetricState
 
 
+@functools.lru_cache(maxsize=16)
+def _initial_hash(cipher: str, pattern: str) -> bytes:
+    """InitializeSymmetric's ``h``: the protocol name, padded or hashed."""
+    name = protocol_name(cipher, pattern)
+    return name.ljust(HASH_SIZE, b"\x00") if len(name) <= HASH_SIZE else _hash(name)
+
+
 class _SymmetricState:
     """The spec's SymmetricState with its embedded handshake CipherState (k may be empty)."""
 
-    __slots__ = ("aead", "cipher", "ck", "h", "make_aead", "n", "nonce_bytes")
+    __slots__ = ("aead", "cipher", "ck", "h", "k", "make_aead", "n", "nonce_bytes")
 
-    def __init__(self, cipher: str) -> None:
+    def __init__(self, cipher: str, pattern: str = "XX") -> None:
         self.make_aead, self.nonce_bytes = _cipher_functions(cipher)
         self.cipher = cipher
-        name = protocol_name(cipher)
-        if len(name) <= HASH_SIZE:
-            self.h = name.ljust(HASH_SIZE, b"\x00")
-        else:
-            self.h = _hash(name)
-        self.ck = self.h
+        self.h = self.ck = _initial_hash(cipher, pattern)
+        # The key k, and its AEAD object built on first use: most keys a handshake mixes
+        # in are replaced by the next MixKey before anything is encrypted with them.
+        self.k: bytes | None = None
         self.aead: _AEAD | None = None
         self.n = 0
 
@@ -389,91 +413,174 @@ class _SymmetricState:
             self.nonce_bytes,
             self.cipher,
         )
-        other.h, other.ck, other.aead, other.n = self.h, self.ck, self.aead, self.n
+        other.h, other.ck, other.k, other.aead, other.n = self.h, self.ck, self.k, self.aead, self.n
         return other
 
     @property
     def has_key(self) -> bool:
-        return self.aead is not None
+        return self.k is not None
+
+    def _cipher(self) -> _AEAD:
+        if self.aead is None:
+            assert self.k is not None
+            self.aead = self.make_aead(self.k)
+        return self.aead
 
     def mix_hash(self, data: bytes) -> None:
         self.h = _hash(self.h + data)
 
     def mix_key(self, input_key_material: bytes) -> None:
         self.ck, temp_k = _hkdf2(self.ck, input_key_material)
-        self.aead = self.make_aead(temp_k[:KEY_SIZE])
+        self.k, self.aead = temp_k[:KEY_SIZE], None
+        self.n = 0
+
+    def mix_key_and_hash(self, input_key_material: bytes) -> None:
+        """Section 5.2's MixKeyAndHash, the ``psk`` token."""
+        self.ck, temp_h, temp_k = _hkdf3(self.ck, input_key_material)
+        self.mix_hash(temp_h)
+        self.k, self.aead = temp_k[:KEY_SIZE], None
         self.n = 0
 
     def encrypt_and_hash(self, plaintext: bytes) -> bytes:
-        if self.aead is None:
+        if self.k is None:
             ciphertext = plaintext
         else:
             # A handshake encrypts at most twice per key: the nonce cannot approach 2**64-1.
-            ciphertext = self.aead.encrypt(self.nonce_bytes(self.n), plaintext, self.h)
+            ciphertext = self._cipher().encrypt(self.nonce_bytes(self.n), plaintext, self.h)
             self.n += 1
         self.mix_hash(ciphertext)
         return ciphertext
 
     def decrypt_and_hash(self, ciphertext: bytes) -> bytes:
-        if self.aead is None:
+        if self.k is None:
             plaintext = ciphertext
         else:
             try:
-                plaintext = self.aead.decrypt(self.nonce_bytes(self.n), ciphertext, self.h)
+                plaintext = self._cipher().decrypt(self.nonce_bytes(self.n), ciphertext, self.h)
             except InvalidTag:
                 raise NoiseError("decryption failed: authentication tag mismatch") from None
             self.n += 1
         self.mix_hash(ciphertext)
         return plaintext
 
-    def split(self) -> tuple[CipherState, CipherState]:
-        temp_k1, temp_k2 = _hkdf2(self.ck, b"")
+    def split(self) -> tuple[CipherState, CipherState, bytes]:
+        """Noise's Split(), plus HKDF's third output: a secret both sides share that is
+        independent of the two transport keys (HKDF's first two outputs do not depend on
+        whether a third is asked for, so the transport keys are exactly Noise's)."""
+        temp_k1, temp_k2, extra = _hkdf3(self.ck, b"")
         return (
             CipherState(temp_k1[:KEY_SIZE], self.cipher),
             CipherState(temp_k2[:KEY_SIZE], self.cipher),
+            extra,
         )
+
+
+# --------------------------------------------------------------------------- patterns
+
+# The handshake patterns this module runs: each message's tokens, initiator first.
+_PATTERNS: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
+    "XX": (("e",), ("e", "ee", "s", "es"), ("s", "se")),
+    # Section 9: a pre-shared key mixed in before the first message.  With a psk, every
+    # "e" token is also mixed into the key (section 9.2), so the first message's payload
+    # is already encrypted.
+    "NNpsk0": (("psk", "e"), ("e", "ee")),
+}
+PATTERNS: Final = tuple(_PATTERNS)
+"""The handshake patterns :class:`NoiseHandshake` runs."""
+
+
+def _pattern(pattern: str) -> tuple[tuple[str, ...], ...]:
+    tokens = _PATTERNS.get(pattern) if isinstance(pattern, str) else None
+    if tokens is None:
+        choices = ", ".join(repr(name) for name in PATTERNS)
+        raise NoiseError(f"unknown Noise pattern {pattern!r}: choose one of {choices}")
+    return tokens
+
+
+def _step_name(tokens: tuple[tuple[str, ...], ...], index: int) -> str:
+    arrow = "->" if index % 2 == 0 else "<-"
+    return f"message {index + 1} ({arrow} {', '.join(tokens[index])})"
+
+
+def _overheads(pattern: str) -> tuple[int, ...]:
+    tokens = _PATTERNS[pattern]
+    psk_mode = any("psk" in message for message in tokens)
+    keyed, sizes = False, []
+    for message in tokens:
+        size = 0
+        for token in message:
+            if token == "e":
+                size += DH_SIZE
+                keyed = keyed or psk_mode  # MixKey(e) in psk handshakes
+            elif token == "s":
+                size += DH_SIZE + (TAG_SIZE if keyed else 0)
+            else:  # a DH or the psk: MixKey
+                keyed = True
+        sizes.append(size + (TAG_SIZE if keyed else 0))
+    return tuple(sizes)
+
+
+_OVERHEADS: Final = {name: _overheads(name) for name in _PATTERNS}
+# Pattern -> (uses static keys, uses a psk).
+_NEEDS: Final = {
+    name: (any("s" in m for m in tokens), any("psk" in m for m in tokens))
+    for name, tokens in _PATTERNS.items()
+}
 
 
 # --------------------------------------------------------------------------- handshake
 
-# Human names of the three XX messages, for error messages.
-_STEP_NAMES: Final = (
-    "message 1 (-> e)",
-    "message 2 (<- e, ee, s, es)",
-    "message 3 (-> s, se)",
-)
-
 
 class NoiseHandshake:
-    """One side of a ``Noise_XX_25519_<cipher>_SHA256`` handshake, ``cipher`` being
-    ``"AESGCM"`` (the default) or ``"ChaChaPoly"``; both sides must choose the same one.
+    """One side of a ``Noise_<pattern>_25519_<cipher>_SHA256`` handshake: ``pattern`` is
+    ``"XX"`` (the default) or ``"NNpsk0"``, ``cipher`` ``"AESGCM"`` (the default) or
+    ``"ChaChaPoly"``; both sides must choose the same ones.
 
-    The initiator calls ``write_message``, ``read_message``, ``write_message``; the
+    XX: the initiator calls ``write_message``, ``read_message``, ``write_message``; the
     responder ``read_message``, ``write_message``, ``read_message``.  Each message may carry
     a payload.  Message 1's payload travels in clear (no key exists yet).  Message 2's is
     encrypted and authenticated as the responder's, but sent before the responder knows who
     the initiator is, so an active attacker posing as an initiator can read it: put
     nothing secret in either.  Message 3's payload, and everything after :meth:`split`,
-    is encrypted and mutually authenticated.
+    is encrypted and mutually authenticated.  After completion, :attr:`remote_static` is
+    the peer's X25519 public key: the caller must check it is the key it expected (e.g.
+    the one in the dialled address) before trusting the session.
 
-    After completion, :attr:`remote_static` is the peer's X25519 public key: the caller
-    must check it is the key it expected (e.g. the one in the dialled address) before
-    trusting the session.  :attr:`handshake_hash` is a channel binding.
+    NNpsk0 (``psk`` required, no static keys): two messages, ``write``/``read`` for the
+    initiator.  Both payloads are encrypted under the psk; message 1 can be replayed, so
+    the responder knows the initiator holds the psk *and* the session keys only once it
+    has decrypted a transport message from it.
+
+    :attr:`handshake_hash` is a channel binding.
     """
 
     def __init__(
         self,
         *,
         initiator: bool,
-        static_key: bytes,
+        static_key: bytes | None = None,
         prologue: bytes = b"",
         ephemeral_key: bytes | None = None,
         cipher: str = DEFAULT_CIPHER,
+        pattern: str = "XX",
+        psk: bytes | None = None,
     ) -> None:
         _cipher_functions(cipher)  # an unknown cipher fails before anything else
+        self._tokens = _pattern(pattern)
+        self._pattern_name = pattern
+        needs_static, needs_psk = _NEEDS[pattern]
+        if needs_psk and (not isinstance(psk, bytes | bytearray) or len(psk) != KEY_SIZE):
+            raise NoiseError(f"the {pattern} pattern needs a {KEY_SIZE}-byte psk")
+        if not needs_psk and psk is not None:
+            raise NoiseError(f"the {pattern} pattern takes no psk")
+        self._psk = bytes(psk) if psk is not None else b""
+        self._psk_mode = needs_psk
         self._initiator = bool(initiator)
-        self._s = _static_private_key(static_key)
-        self._s_pub = _public_bytes(self._s)
+        if needs_static or static_key is not None:
+            self._s: X25519PrivateKey | None = _static_private_key(static_key)  # type: ignore[arg-type]
+            self._s_pub = _static_public(self._s)
+        else:
+            self._s, self._s_pub = None, b""
         self._e: X25519PrivateKey | None = (
             None if ephemeral_key is None else _private_key(ephemeral_key, "ephemeral_key")
         )
@@ -482,13 +589,17 @@ class NoiseHandshake:
         self._index = 0
         self._failed = False
         self._split_done = False
-        self._ss = _SymmetricState(cipher)
+        self._extra_secret = b""
+        self._ss = _SymmetricState(cipher, pattern)
         self._ss.mix_hash(bytes(prologue))
-        # XX has no pre-messages.
+        # Neither pattern has pre-messages.
 
     def __repr__(self) -> str:
         role = "initiator" if self._initiator else "responder"
-        return f"<NoiseHandshake {role} message_index={self._index} failed={self._failed}>"
+        return (
+            f"<NoiseHandshake {self._pattern_name} {role} message_index={self._index} "
+            f"failed={self._failed}>"
+        )
 
     # ----------------------------------------------------------------- properties
 
@@ -502,14 +613,19 @@ class NoiseHandshake:
         return self._ss.cipher
 
     @property
+    def pattern(self) -> str:
+        """The handshake pattern, ``"XX"`` or ``"NNpsk0"``."""
+        return self._pattern_name
+
+    @property
     def protocol_name(self) -> bytes:
         """The full Noise protocol name, e.g. ``b"Noise_XX_25519_AESGCM_SHA256"``."""
-        return protocol_name(self._ss.cipher)
+        return protocol_name(self._ss.cipher, self._pattern_name)
 
     @property
     def complete(self) -> bool:
-        """True once all three handshake messages have been written or read."""
-        return self._index == 3
+        """True once every handshake message has been written or read."""
+        return self._index == len(self._tokens)
 
     @property
     def failed(self) -> bool:
@@ -518,7 +634,8 @@ class NoiseHandshake:
 
     @property
     def remote_static(self) -> bytes | None:
-        """The peer's 32-byte X25519 static public key, once learnt (None before)."""
+        """The peer's 32-byte X25519 static public key, once learnt (None before, and
+        always None in a pattern without one)."""
         return self._rs
 
     @property
@@ -528,13 +645,20 @@ class NoiseHandshake:
 
     @property
     def message_index(self) -> int:
-        """How many handshake messages have been processed so far (0..3)."""
+        """How many handshake messages have been processed so far."""
         return self._index
 
     @property
     def local_static_public(self) -> bytes:
-        """This side's static X25519 public key."""
+        """This side's static X25519 public key (empty in a pattern without one)."""
         return self._s_pub
+
+    @property
+    def extra_secret(self) -> bytes:
+        """After :meth:`split`: 32 secret bytes both sides share, independent of the
+        transport keys (the third output of the HKDF that Split makes two of).  Not part
+        of Noise; warpgate derives its resumption tickets from it."""
+        return self._extra_secret
 
     def writes_next(self) -> bool:
         """True when the next step is :meth:`write_message` (False once complete)."""
@@ -544,7 +668,8 @@ class NoiseHandshake:
 
     def max_payload(self) -> int:
         """The largest payload the next message (to write or read) can carry."""
-        return MAX_MESSAGE - _OVERHEAD[min(self._index, 2)]
+        overheads = _OVERHEADS[self._pattern_name]
+        return MAX_MESSAGE - overheads[min(self._index, len(overheads) - 1)]
 
     # ----------------------------------------------------------------- steps
 
@@ -554,7 +679,7 @@ class NoiseHandshake:
         if self.complete:
             raise NoiseError("the handshake is already complete: use split()")
         if writing != self.writes_next():
-            step = _STEP_NAMES[self._index]
+            step = _step_name(self._tokens, self._index)
             action = "write" if self.writes_next() else "read"
             role = "initiator" if self._initiator else "responder"
             raise NoiseError(f"out of turn: the {role} must {action} {step} next")
@@ -571,7 +696,7 @@ class NoiseHandshake:
         if len(payload) > self.max_payload():
             raise NoiseError(
                 f"payload of {len(payload)} bytes exceeds the {self.max_payload()} bytes "
-                f"{_STEP_NAMES[self._index]} can carry"
+                f"{_step_name(self._tokens, self._index)} can carry"
             )
         try:
             return self._write(payload)
@@ -580,29 +705,39 @@ class NoiseHandshake:
             raise
         except Exception as exc:  # defensive: nothing but NoiseError may escape
             self._fail()
-            raise NoiseError(f"cannot write {_STEP_NAMES[self._index]}: {exc}") from exc
+            raise NoiseError(
+                f"cannot write {_step_name(self._tokens, self._index)}: {exc}"
+            ) from exc
+
+    def _dh_token(self, token: str) -> bytes:
+        """The DH a token names, from this side's point of view (section 5.3: ``es`` is
+        DH(e, rs) for the initiator and DH(s, re) for the responder)."""
+        first, second = token[0], token[1]
+        if not self._initiator:
+            first, second = second, first
+        mine = self._e if first == "e" else self._s
+        theirs = self._re if second == "e" else self._rs
+        if mine is None or theirs is None:  # pragma: no cover - the pattern tables forbid it
+            raise NoiseError(f"token {token!r} before its keys are known")
+        return _dh(mine, theirs)
 
     def _write(self, payload: bytes) -> bytes:
         ss = self._ss.copy()
         parts: list[bytes] = []
-        if self._index == 0:  # -> e
-            e = self._ephemeral()
-            e_pub = _public_bytes(e)
-            parts.append(e_pub)
-            ss.mix_hash(e_pub)
-        elif self._index == 1:  # <- e, ee, s, es  (responder)
-            assert self._re is not None
-            e = self._ephemeral()
-            e_pub = _public_bytes(e)
-            parts.append(e_pub)
-            ss.mix_hash(e_pub)
-            ss.mix_key(_dh(e, self._re))  # ee
-            parts.append(ss.encrypt_and_hash(self._s_pub))  # s
-            ss.mix_key(_dh(self._s, self._re))  # es (responder: DH(s, re))
-        else:  # -> s, se  (initiator)
-            assert self._re is not None and self._e is not None
-            parts.append(ss.encrypt_and_hash(self._s_pub))  # s
-            ss.mix_key(_dh(self._s, self._re))  # se (initiator: DH(s, re))
+        for token in self._tokens[self._index]:
+            if token == "e":
+                e = self._ephemeral()
+                e_pub = _public_bytes(e)
+                parts.append(e_pub)
+                ss.mix_hash(e_pub)
+                if self._psk_mode:
+                    ss.mix_key(e_pub)
+            elif token == "s":
+                parts.append(ss.encrypt_and_hash(self._s_pub))
+            elif token == "psk":
+                ss.mix_key_and_hash(self._psk)
+            else:
+                ss.mix_key(self._dh_token(token))
         parts.append(ss.encrypt_and_hash(payload))
         message = b"".join(parts)
         self._ss = ss
@@ -632,34 +767,36 @@ class NoiseHandshake:
         self._rs = None
 
     def _read(self, message: bytes) -> bytes:
-        step = _STEP_NAMES[self._index]
+        step = _step_name(self._tokens, self._index)
         if len(message) > MAX_MESSAGE:
             raise NoiseError(f"{step} of {len(message)} bytes exceeds {MAX_MESSAGE} bytes")
-        minimum = _OVERHEAD[self._index]
+        minimum = _OVERHEADS[self._pattern_name][self._index]
         if len(message) < minimum:
             raise NoiseError(f"{step} truncated: {len(message)} bytes, need at least {minimum}")
         ss = self._ss.copy()
-        re = self._re
-        rs = self._rs
-        if self._index == 0:  # -> e  (responder reads)
-            re, rest = message[:DH_SIZE], message[DH_SIZE:]
-            ss.mix_hash(re)
-        elif self._index == 1:  # <- e, ee, s, es  (initiator reads)
-            assert self._e is not None
-            re, rest = message[:DH_SIZE], message[DH_SIZE:]
-            ss.mix_hash(re)
-            ss.mix_key(_dh(self._e, re))  # ee
-            enc_s, rest = rest[: DH_SIZE + TAG_SIZE], rest[DH_SIZE + TAG_SIZE :]
-            rs = ss.decrypt_and_hash(enc_s)  # s
-            ss.mix_key(_dh(self._e, rs))  # es (initiator: DH(e, rs))
-        else:  # -> s, se  (responder reads)
-            assert re is not None and self._e is not None
-            enc_s, rest = message[: DH_SIZE + TAG_SIZE], message[DH_SIZE + TAG_SIZE :]
-            rs = ss.decrypt_and_hash(enc_s)  # s
-            ss.mix_key(_dh(self._e, rs))  # se (responder: DH(e, rs))
-        payload = ss.decrypt_and_hash(rest)
+        saved = self._re, self._rs
+        rest = message
+        try:
+            for token in self._tokens[self._index]:
+                if token == "e":
+                    self._re, rest = rest[:DH_SIZE], rest[DH_SIZE:]
+                    ss.mix_hash(self._re)
+                    if self._psk_mode:
+                        ss.mix_key(self._re)
+                elif token == "s":
+                    size = DH_SIZE + (TAG_SIZE if ss.has_key else 0)
+                    enc_s, rest = rest[:size], rest[size:]
+                    self._rs = ss.decrypt_and_hash(enc_s)
+                elif token == "psk":
+                    ss.mix_key_and_hash(self._psk)
+                else:
+                    ss.mix_key(self._dh_token(token))
+            payload = ss.decrypt_and_hash(rest)
+        except BaseException:
+            self._re, self._rs = saved
+            raise
         # Commit only after the whole message verified.
-        self._ss, self._re, self._rs = ss, re, rs
+        self._ss = ss
         self._index += 1
         return payload
 
@@ -678,21 +815,15 @@ class NoiseHandshake:
         if self._failed:
             raise NoiseError("the handshake has failed and cannot be used again")
         if not self.complete:
-            raise NoiseError(f"the handshake is not complete: {_STEP_NAMES[self._index]} is next")
+            step = _step_name(self._tokens, self._index)
+            raise NoiseError(f"the handshake is not complete: {step} is next")
         if self._split_done:
             raise NoiseError("split() has already been called")
-        c1, c2 = self._ss.split()
+        c1, c2, self._extra_secret = self._ss.split()
         self._split_done = True
         # Drop the handshake secrets; h stays available as the channel binding.
         self._e = None
+        self._psk = b""
         self._ss.ck = b""
-        self._ss.aead = None
+        self._ss.k = self._ss.aead = None
         return (c1, c2) if self._initiator else (c2, c1)
-
-
-# Fixed bytes each XX message adds to its payload (public keys and tags).
-_OVERHEAD: Final = (
-    DH_SIZE,  # message 1: e, clear payload
-    DH_SIZE + DH_SIZE + TAG_SIZE + TAG_SIZE,  # message 2: e, enc(s), enc(payload)
-    DH_SIZE + TAG_SIZE + TAG_SIZE,  # message 3: enc(s), enc(payload)
-)
