@@ -197,9 +197,8 @@ class Link:
         if self.closed:
             return
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                self._transmit([self._codec.seal_control(CLOSE, reason.encode()[:200])]), 1
-            )
+            async with asyncio.timeout(1):  # in place: wait_for would start a task per close
+                await self._transmit([self._codec.seal_control(CLOSE, reason.encode()[:200])])
         await self._shutdown(f"(closed by us{': ' + reason if reason else ''})")
 
     async def __aenter__(self) -> Link:

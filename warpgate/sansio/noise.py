@@ -105,10 +105,16 @@ def _hash(data: bytes) -> bytes:
 _FAST_TYPES = (bytes, memoryview)
 
 
+try:  # the C function behind hmac.digest, without its Python-level dispatch
+    from _hashlib import hmac_digest as _hmac_digest
+except ImportError:  # pragma: no cover - a Python built without OpenSSL's hashlib
+    _hmac_digest = hmac.digest
+
+
 def _hmac(key: bytes, data: bytes) -> bytes:
-    # hmac.digest is the one-shot C path: several times faster than hmac.new().digest(),
+    # The one-shot C path (hmac.digest's): several times faster than hmac.new().digest(),
     # and a handshake makes a dozen of these per side.
-    return hmac.digest(key, data, "sha256")
+    return _hmac_digest(key, data, "sha256")
 
 
 def _hkdf2(chaining_key: bytes, input_key_material: bytes) -> tuple[bytes, bytes]:
@@ -767,11 +773,12 @@ class NoiseHandshake:
         self._rs = None
 
     def _read(self, message: bytes) -> bytes:
-        step = _step_name(self._tokens, self._index)
         if len(message) > MAX_MESSAGE:
+            step = _step_name(self._tokens, self._index)
             raise NoiseError(f"{step} of {len(message)} bytes exceeds {MAX_MESSAGE} bytes")
         minimum = _OVERHEADS[self._pattern_name][self._index]
         if len(message) < minimum:
+            step = _step_name(self._tokens, self._index)
             raise NoiseError(f"{step} truncated: {len(message)} bytes, need at least {minimum}")
         ss = self._ss.copy()
         saved = self._re, self._rs
