@@ -144,6 +144,8 @@ class _Race:
         )
 
     async def cancel_all(self) -> None:
+        if not self.running:
+            return
         tasks = list(self.running)
         for task in tasks:
             task.cancel()
@@ -267,48 +269,50 @@ async def auto_connect(
     # probing.  Nothing later starts during it, unless that attempt ends first.
     head_until, head_task = 0.0, cast("asyncio.Task[Link] | None", None)
     try:
-        async with asyncio.timeout(timeout):
-            if len(queue) == 1:
-                cand, provider, _doomed = queue.pop()
-                winner = await race.run_alone(cand, provider)
-            while queue or race.running:
-                if queue and (
-                    not race.running
-                    or (race.now() - last_start >= stagger and race.now() >= head_until)
-                ):
-                    cand, provider, doomed = queue.pop(0)
-                    task = race.start(cand, provider)
-                    # An attempt the NAT information says cannot work is not waited
-                    # for: the next one (a relay, say) starts at once beside it.
-                    last_start = -stagger if doomed else race.now()
-                    head = float(cand.extra.get("head_start", 0.0))  # type: ignore[arg-type]
-                    if head > 0:
-                        head_until, head_task = last_start + head, task
-                wait = (
-                    max(stagger - (race.now() - last_start), head_until - race.now())
-                    if queue
-                    else None
-                )
-                done, _ = await asyncio.wait(
-                    race.running,
-                    timeout=max(wait, 0) if wait is not None else None,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                for task in done:
-                    if task is head_task:
-                        head_until = 0.0
-                    attempt = race.running[task]
-                    link = race.finish(task)
-                    if link is None:
-                        last_start = -stagger  # a failure frees the next start at once
-                        continue
-                    if winner is None:
-                        winner, attempt.outcome = link, "won"
-                    else:
-                        attempt.outcome = "not needed"
-                        await link.close("another path won")
-                if winner is not None and not run_all:
-                    break
+        if len(queue) == 1 and race.attempt_timeout <= timeout:
+            # One candidate, whose own deadline is the tighter: no race, no outer deadline.
+            cand, provider, _doomed = queue.pop()
+            winner = await race.run_alone(cand, provider)
+        elif queue:
+            async with asyncio.timeout(timeout):
+                while queue or race.running:
+                    if queue and (
+                        not race.running
+                        or (race.now() - last_start >= stagger and race.now() >= head_until)
+                    ):
+                        cand, provider, doomed = queue.pop(0)
+                        task = race.start(cand, provider)
+                        # An attempt the NAT information says cannot work is not waited
+                        # for: the next one (a relay, say) starts at once beside it.
+                        last_start = -stagger if doomed else race.now()
+                        head = float(cand.extra.get("head_start", 0.0))  # type: ignore[arg-type]
+                        if head > 0:
+                            head_until, head_task = last_start + head, task
+                    wait = (
+                        max(stagger - (race.now() - last_start), head_until - race.now())
+                        if queue
+                        else None
+                    )
+                    done, _ = await asyncio.wait(
+                        race.running,
+                        timeout=max(wait, 0) if wait is not None else None,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    for task in done:
+                        if task is head_task:
+                            head_until = 0.0
+                        attempt = race.running[task]
+                        link = race.finish(task)
+                        if link is None:
+                            last_start = -stagger  # a failure frees the next start at once
+                            continue
+                        if winner is None:
+                            winner, attempt.outcome = link, "won"
+                        else:
+                            attempt.outcome = "not needed"
+                            await link.close("another path won")
+                    if winner is not None and not run_all:
+                        break
     except TimeoutError:
         pass
     finally:
@@ -324,10 +328,11 @@ async def auto_connect(
         )
     winner.trace = list(race.attempts)
     node.adopt_link(winner, inbound=False)
-    log.info(
-        "connected to %s by %s in %.1f ms",
-        peer.public_key.hex()[:16],
-        winner.path,
-        race.now() * 1000,
-    )
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "connected to %s by %s in %.1f ms",
+            peer.public_key.hex()[:16],
+            winner.path,
+            race.now() * 1000,
+        )
     return winner, winner.path.method

@@ -39,8 +39,25 @@ class DirectMethod:
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        # (peer, transport) -> (the node's interfaces and listeners they were made for,
+        # the candidates): matching addresses to subnets is the costly part of a connect
+        # to a peer linked before, and interfaces are immutable records.
+        self._made: dict[
+            tuple[NodeAddress, str], tuple[list[object], list[object], list[Candidate]]
+        ] = {}
 
     def candidates(self, peer: NodeAddress, *, transport: Transport) -> list[Candidate]:
+        node = self.node
+        made = self._made.get((peer, transport))
+        if made is not None and made[0] == node.ifs and made[1] == node.listeners:
+            return list(made[2])
+        found = self._candidates(peer, transport)
+        if len(self._made) >= 256:  # many peers: start over rather than grow
+            self._made.clear()
+        self._made[(peer, transport)] = (list(node.ifs), list(node.listeners), found)
+        return list(found)
+
+    def _candidates(self, peer: NodeAddress, transport: Transport) -> list[Candidate]:
         node = self.node
         families = {lst.ip.version for lst in node.listeners} or {4}
         found: dict[tuple[str, int], Candidate] = {}
