@@ -126,10 +126,43 @@ async def main(runs: int, home: Path) -> None:
     print(f"reference, TLS 1.3 (stdlib ssl): median {t_med:.3f} ms, {t_med / b_med:.2f}x")
 
 
+def stand_in_for_x25519() -> None:
+    """Diagnostic only (``--x25519-stand-in``): replace the handshakes' X25519 key
+    generation and DH by a pooled key and a hash of the two public keys, so what the
+    rest of a connect costs can be read off.  Never for anything but this measurement."""
+    import hashlib
+    import itertools
+
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from warpgate.sansio import noise
+
+    pool = itertools.cycle([X25519PrivateKey.generate() for _ in range(64)])
+
+    def ephemeral(self: noise.NoiseHandshake) -> X25519PrivateKey:
+        if self._e is None:
+            self._e = next(pool)
+        return self._e
+
+    def dh(private: X25519PrivateKey, public: bytes) -> bytes:
+        low, high = sorted((private.public_key().public_bytes_raw(), bytes(public)))
+        return hashlib.sha256(low + high).digest()
+
+    noise.NoiseHandshake._ephemeral = ephemeral  # type: ignore[method-assign]
+    noise._dh = dh
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument(
+        "--x25519-stand-in",
+        action="store_true",
+        help="diagnostic: X25519 replaced by a hash, to show what everything else costs",
+    )
     args = parser.parse_args()
+    if args.x25519_stand_in:
+        stand_in_for_x25519()
     with tempfile.TemporaryDirectory() as home:
         os.environ["WARPGATE_HOME"] = home
         asyncio.run(main(args.runs, Path(home)))
