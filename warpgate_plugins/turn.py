@@ -56,7 +56,13 @@ from warpgate.sansio.turn_signal import (
 )
 from warpgate.stun.client import StunUnavailable
 from warpgate.stun.node_binding import binding_from_listener, parse_server, resolve_servers
-from warpgate.turn.addresses import direct_candidates, listener_for, permit_ips, relay_can_see
+from warpgate.turn.addresses import (
+    direct_candidates,
+    listener_for,
+    offer_refusal,
+    permit_ips,
+    relay_can_see,
+)
 from warpgate.turn.client import TurnClient
 from warpgate.turn.endpoint import RelayEndpoint
 from warpgate.turn.migrate import DIRECT_WAIT, MigratingLink
@@ -460,12 +466,28 @@ class TurnMethod:
         if len(self._tasks) >= MAX_PROBING:
             log.warning("ignored a relay offer: %d already being answered", len(self._tasks))
             return
+        refusal = offer_refusal(
+            offer, own_servers=self.servers, we_are_public=self._we_are_public()
+        )
+        if refusal:
+            log.warning("ignored a relay offer from %s: %s", sender.hex()[:16], refusal)
+            return
         if offer.transport == "udp":
             task = asyncio.create_task(self._dial_relay(offer, sender), name="relay answer")
         else:
             task = asyncio.create_task(self._connect_to_relay(offer), name="relay answer")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _we_are_public(self) -> bool:
+        """Whether this node has an address on the public internet (its own or its
+        NAT's): a peer may then not aim us at private addresses."""
+        own = NodeAddress.decode(self.node.address())
+        return any(
+            ip is not None and ip.is_global
+            for iface in own.interfaces
+            for ip in (iface.nic_ip, iface.ext_ip)
+        )
 
     def _on_answer(self, sender: bytes, payload: bytes) -> None:
         try:

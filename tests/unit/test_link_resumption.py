@@ -272,3 +272,71 @@ def test_dialler_needs_a_ticket() -> None:
             now=0,
             expected_identity=ib.public_key,
         )
+
+
+def test_expired_tickets_leave_both_indexes() -> None:
+    """An expired ticket someone presents is dropped for good: presenting expired ids
+    cannot grow the store past its bound (a review finding)."""
+    own = b"A" * 33
+    tickets = ResumptionTickets(own, lifetime=10, max_tickets=8)
+    ids = []
+    for n in range(8):
+        peer = bytes([n]) * 33
+        tickets.remember(peer, bytes([n]) * 32, now=0)
+        ids.append(ResumptionTickets(peer, lifetime=10).for_dialling(own, now=0))
+    for n in range(8):
+        peer = bytes([n]) * 33
+        other = ResumptionTickets(peer, lifetime=10)
+        other.remember(own, bytes([n]) * 32, now=0)
+        dial = other.for_dialling(own, now=0)
+        assert dial is not None
+        assert tickets.for_answering(dial.ticket_id, now=11) is None
+    assert len(tickets) == 0 and not tickets._by_peer
+
+
+def test_room_is_made_from_expired_tickets_first_then_the_least_used_peers() -> None:
+    own = b"A" * 33
+    tickets = ResumptionTickets(own, lifetime=10, max_tickets=4)
+    tickets.remember(b"old" * 11, b"o" * 32, now=0)  # expires at 10
+    for n in range(3):
+        tickets.remember(bytes([n]) * 33, bytes([n]) * 32, now=5)
+    assert tickets.for_dialling(bytes([0]) * 33, now=6) is not None  # peer 0: used lately
+    tickets.remember(b"new" * 11, b"n" * 32, now=12)  # full: the expired one goes
+    assert len(tickets) == 4 and b"old" * 11 not in tickets._by_peer
+    tickets.remember(b"newer" * 7, b"m" * 32, now=12)  # full again: peer 1, least used
+    assert tickets.for_dialling(bytes([1]) * 33, now=12) is None
+    assert tickets.for_dialling(bytes([0]) * 33, now=12) is not None
+
+
+def test_a_failed_handshake_stays_failed_and_calls_out_of_turn_are_refused() -> None:
+    ia, ib = identity(), identity()
+    ta, tb = _full(ia, ib)
+    m1 = bytearray(_dialler(ia, ib, ta).start())
+    m1[-1] ^= 1
+    r = ResumedHandshake(ib, initiator=False, tickets=tb, now=1)
+    with pytest.raises(LinkProtocolError):
+        r.receive(bytes(m1))
+    with pytest.raises(LinkProtocolError, match="cannot be used again"):
+        r.receive(b"anything")
+    i = _dialler(ia, ib, ta)
+    with pytest.raises(LinkProtocolError, match="start"):
+        i.receive(b"too early")
+    i.start()
+    with pytest.raises(LinkProtocolError, match="already started"):
+        i.start()
+    with pytest.raises(ValueError, match="intent"):
+        _dialler(ia, ib, ta, intent=bytes(65))
+
+
+def test_secrets_have_one_holder() -> None:
+    """The handshake objects a link keeps do not also keep the ticket's secrets."""
+    ia, ib = identity(), identity()
+    i = LinkHandshake(ia, initiator=True, expected_identity=ib.public_key)
+    r = LinkHandshake(ib, initiator=False)
+    r.receive(i.receive(r.receive(i.start())))  # type: ignore[arg-type]
+    i.split()
+    assert i.resumption_secret and i._noise.extra_secret == b""
+    ta, _tb = _full(ia, ib)
+    d = _dialler(ia, ib, ta)
+    d.start()
+    assert d._ticket is None  # the psk lives in the store and in Noise's state only

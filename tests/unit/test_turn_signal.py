@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from warpgate.sansio import turn_signal as ts
 from warpgate.sansio.signal_messages import SignalMessageError, decode_signal_message
+from warpgate.turn.addresses import offer_refusal
 
 TOKEN = bytes(range(16))
 RELAYED = ("203.0.113.5", 49152)
@@ -128,3 +129,42 @@ def test_fuzz_offer_and_answer_parsers(data: bytes) -> None:
             parse(prefix + data)
         except SignalMessageError:
             pass
+
+
+# --- where an offer may send us ------------------------------------------------------
+
+
+def _offer(relayed: str, server: str | None = None) -> ts.RelayOffer:
+    return ts.RelayOffer(
+        bytes(16),
+        (relayed, 40000),
+        "udp",
+        server=(server, 3478) if server else None,
+        answer_wanted=server is not None,
+    )
+
+
+@pytest.mark.parametrize("relayed", ["127.0.0.1", "::1", "0.0.0.0", "169.254.9.9", "224.0.0.5"])
+def test_offer_never_aims_at_loopback_or_link_local(relayed: str) -> None:
+    for public in (True, False):
+        assert offer_refusal(_offer(relayed), own_servers=[], we_are_public=public)
+
+
+def test_offer_to_a_private_relay_only_when_we_are_private_too() -> None:
+    assert "private" in offer_refusal(_offer("192.168.1.20"), own_servers=[], we_are_public=True)
+    assert offer_refusal(_offer("192.168.1.20"), own_servers=[], we_are_public=False) == ""
+    assert offer_refusal(_offer("9.9.9.9"), own_servers=[], we_are_public=True) == ""
+
+
+def test_offer_on_a_relay_we_use_ourselves_is_fine() -> None:
+    """A loopback coturn (tests, the demo) relays from its own addresses: trusted, because
+    it is in our own turn_servers."""
+    own = [("127.0.0.1", 3478)]
+    assert offer_refusal(_offer("127.0.0.1"), own_servers=own, we_are_public=True) == ""
+    assert offer_refusal(_offer("127.0.0.2"), own_servers=own, we_are_public=True)
+
+
+def test_offer_server_to_answer_is_checked_too() -> None:
+    offer = _offer("9.9.9.9", server="127.0.0.1")
+    assert "127.0.0.1" in offer_refusal(offer, own_servers=[], we_are_public=False)
+    assert offer_refusal(offer, own_servers=[("127.0.0.1", 3478)], we_are_public=False) == ""

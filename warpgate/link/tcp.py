@@ -222,6 +222,7 @@ class LinkConnection(asyncio.Protocol):
         codec = RecordCodec(*hs.transport_ciphers(), max_message=self.max_message)
         if self.tickets is not None and hs.resumption_secret:
             self.tickets.remember(hs.remote_identity, hs.resumption_secret, time.monotonic())
+        hs.resumption_secret = b""  # the ticket store holds it now, or nobody
         path = LinkPath(
             method=self.method,
             transport="tcp",

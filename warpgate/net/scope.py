@@ -1,4 +1,5 @@
-"""Which addresses only make sense on a local network.
+"""Which addresses only make sense on a local network, and which ones a peer may make us
+send to.
 
 ``ipaddress``'s ``is_private`` also covers the documentation ranges
 (198.51.100.0/24, 203.0.113.0/24, ...) that labs and examples use as public addresses,
@@ -32,3 +33,20 @@ def is_lan_only(ip: IP) -> bool:
     """True when ``ip`` is only reachable from its own network (RFC 1918, CGNAT,
     link-local, unique-local, loopback)."""
     return any(ip.version == net.version and ip in net for net in _LAN_ONLY)
+
+
+def not_a_target(ip: IP, *, we_are_public: bool) -> str:
+    """Why ``ip``, an address a peer asks us to send to, is no place to send to ("" when
+    it is fine).
+
+    Loopback, unspecified, multicast, link-local and reserved addresses never are.  A
+    private (or shared, CGNAT) address is one only when we are not on the public internet
+    either (``we_are_public``): both peers then sit in the same private realm.  Otherwise
+    anyone could aim us at our own machine or LAN."""
+    if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_link_local:
+        return f"{ip} is not an address a peer can have"
+    if ip.is_reserved:
+        return f"{ip} is a reserved address"
+    if not ip.is_global and we_are_public:
+        return f"{ip} is private while we are on the public internet"
+    return ""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from warpgate.errors import WarpgateError
+from warpgate.net.scope import not_a_target
 from warpgate.sansio.address import HintKind, NatType, NodeAddress
 from warpgate.sansio.punch_messages import (
     MAX_HINT,
@@ -48,23 +49,13 @@ MAX_BIRTHDAYS = 2  # concurrent birthday-probing sessions (256 sockets or 4,096 
 
 
 def unreachable_target(own: Sequence[Endpoint], theirs: Sequence[Endpoint]) -> str:
-    """Why an offer's endpoints are no place to send probes to ("" when they are fine).
-
-    Loopback, unspecified, multicast, link-local and reserved addresses never are.  A
-    private (or shared, CGNAT) address is one only when our own external address is not
-    public either: both peers then sit in the same private realm.  Otherwise anyone could
-    aim our probes at our own LAN."""
+    """Why an offer's endpoints are no place to send probes to ("" when they are fine):
+    :func:`~warpgate.net.scope.not_a_target` for each, we being public when one of our
+    own external addresses is."""
     ours_public = any(ep.ext_ip is not None and ep.ext_ip.is_global for ep in own)
     for ep in theirs:
-        ip = ep.ext_ip
-        if ip is None:
-            continue
-        if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_link_local:
-            return f"{ip} is not an address a peer can have"
-        if ip.is_reserved:
-            return f"{ip} is a reserved address"
-        if not ip.is_global and ours_public:
-            return f"{ip} is private while we are on the public internet"
+        if ep.ext_ip is not None and (why := not_a_target(ep.ext_ip, we_are_public=ours_public)):
+            return why
     return ""
 
 

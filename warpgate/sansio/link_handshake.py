@@ -234,7 +234,7 @@ class LinkHandshake:
         if not self.complete:
             raise LinkProtocolError("handshake not complete")
         ciphers = self._noise.split()
-        self.resumption_secret = self._noise.extra_secret
+        self.resumption_secret = self._noise.take_extra_secret()
         return ciphers
 
     def transport_ciphers(self) -> tuple[CipherState | None, CipherState | None]:

@@ -38,6 +38,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from warpgate.sansio.link_handshake import (
+    MAX_INTENT,
     PAYLOAD_VERSION,
     PROLOGUE,
     LinkHandshake,
@@ -52,9 +53,10 @@ RESUME_PROLOGUE = PROLOGUE + b"/resume"
 TICKET_ID_SIZE = 16
 MAX_TICKETS = 4096
 """Tickets one node keeps at most (the oldest peers' go first)."""
-TICKETS_PER_PEER = 2
-"""Tickets kept per peer: two concurrent full handshakes may leave the two sides with
-different newest tickets, and the listener must still know the dialler's."""
+TICKETS_PER_PEER = 4
+"""Tickets kept per peer: concurrent full handshakes (a race of several addresses) may
+leave the two sides with different newest tickets, and the listener must still know the
+dialler's."""
 _ID_LABEL = b"warpgate-resume-id/1\x00"
 _PSK_LABEL = b"warpgate-resume-psk/1\x00"
 
@@ -98,8 +100,9 @@ class _Ticket:
 class ResumptionTickets:
     """One node's tickets: made after every full handshake, looked up by peer identity
     when dialling and by ticket id when answering.  Bounded: at most ``max_tickets`` in
-    all and :data:`TICKETS_PER_PEER` per peer; expired ones are never used.  ``lifetime``
-    0 turns resumption off (nothing is remembered)."""
+    all and :data:`TICKETS_PER_PEER` per peer; expired ones are never used and go first
+    when room is needed, then the peers used longest ago.  ``lifetime`` 0 turns
+    resumption off (nothing is remembered)."""
 
     def __init__(
         self, own_identity: bytes, *, lifetime: float, max_tickets: int = MAX_TICKETS
@@ -107,6 +110,8 @@ class ResumptionTickets:
         self.own_identity = bytes(own_identity)
         self.lifetime = float(lifetime)
         self.max_tickets = max_tickets
+        # Every ticket is in both maps or in neither (see _drop).  Peers in order of last
+        # use, the most recent last.
         self._by_peer: OrderedDict[bytes, list[_Ticket]] = OrderedDict()
         self._by_id: dict[bytes, _Ticket] = {}
 
@@ -122,16 +127,18 @@ class ResumptionTickets:
         if not self.enabled or not secret or peer == self.own_identity:
             return
         ticket = _Ticket.derive(self.own_identity, bytes(peer), bytes(secret), now + self.lifetime)
-        tickets = self._by_peer.pop(ticket.peer, [])
+        tickets = self._by_peer.setdefault(ticket.peer, [])
+        self._by_peer.move_to_end(ticket.peer)
         tickets.append(ticket)
-        while len(tickets) > TICKETS_PER_PEER:
-            self._by_id.pop(tickets.pop(0).answer_id, None)
-        self._by_peer[ticket.peer] = tickets  # newest peer last: evicted last
         self._by_id[ticket.answer_id] = ticket
+        if len(tickets) > TICKETS_PER_PEER:
+            self._drop(tickets[0])
+        if len(self._by_id) > self.max_tickets:
+            for old in [t for t in self._by_id.values() if t.expires <= now]:
+                self._drop(old)
         while len(self._by_id) > self.max_tickets:
-            _oldest, dropped = self._by_peer.popitem(last=False)
-            for old in dropped:
-                self._by_id.pop(old.answer_id, None)
+            for old in list(next(iter(self._by_peer.values()))):
+                self._drop(old)
 
     def for_dialling(self, peer: bytes, now: float) -> DialTicket | None:
         """The newest live ticket for dialling ``peer``, if any."""
@@ -140,8 +147,9 @@ class ResumptionTickets:
             return None
         ticket = tickets[-1]
         if ticket.expires <= now:
-            self.forget(peer)
+            self.forget(peer)  # the older ones expire first
             return None
+        self._by_peer.move_to_end(ticket.peer)
         return ticket.dial
 
     def for_answering(self, ticket_id: bytes, now: float) -> tuple[bytes, bytes] | None:
@@ -150,14 +158,23 @@ class ResumptionTickets:
         if ticket is None:
             return None
         if ticket.expires <= now:
-            self._by_id.pop(ticket.answer_id, None)
+            self._drop(ticket)
             return None
+        self._by_peer.move_to_end(ticket.peer)
         return ticket.peer, ticket.answer_psk
 
     def forget(self, peer: bytes) -> None:
         """Drop every ticket for ``peer`` (its process no longer knows them)."""
-        for ticket in self._by_peer.pop(bytes(peer), []):
-            self._by_id.pop(ticket.answer_id, None)
+        for ticket in list(self._by_peer.get(bytes(peer), ())):
+            self._drop(ticket)
+
+    def _drop(self, ticket: _Ticket) -> None:
+        self._by_id.pop(ticket.answer_id, None)
+        tickets = self._by_peer.get(ticket.peer)
+        if tickets is not None:
+            tickets[:] = [t for t in tickets if t is not ticket]
+            if not tickets:
+                del self._by_peer[ticket.peer]
 
 
 def _payload(intent: bytes = b"", plaintext: bool = False) -> bytes:
@@ -212,6 +229,9 @@ class ResumedHandshake:
         self._ticket = ticket
         self._noise: NoiseHandshake | None = None
         self._confirmed = False
+        self._failed = False
+        if len(intent) > MAX_INTENT:
+            raise ValueError(f"intent is limited to {MAX_INTENT} bytes")
         if initiator and (ticket is None or tickets is None or expected_identity is None):
             raise LinkProtocolError("resuming needs a ticket, its store and the peer's key")
 
@@ -253,13 +273,16 @@ class ResumedHandshake:
     def start(self, padding: int = 0) -> bytes:
         """Message 1: the ticket id and NNpsk0's first message (``padding`` is ignored:
         resumption runs over TCP only)."""
-        if not self.initiator or self._ticket is None:
+        if not self.initiator:
             raise LinkProtocolError("only the initiator starts the handshake")
+        if self._noise is not None or self._ticket is None:
+            raise LinkProtocolError("the handshake has already started")
         self._noise = NoiseHandshake(
             initiator=True, pattern="NNpsk0", psk=self._ticket.psk, prologue=RESUME_PROLOGUE
         )
         message = self._noise.write_message(_payload(self.intent, self.plaintext))
-        return self._ticket.ticket_id + message
+        ticket_id, self._ticket = self._ticket.ticket_id, None  # no copy of the psk kept
+        return ticket_id + message
 
     def receive(self, message: bytes) -> bytes | None:
         """Process the peer's next handshake message; return our reply, if any (an empty
@@ -270,12 +293,20 @@ class ResumedHandshake:
             return reply
         if self._confirmed:
             raise LinkProtocolError("the handshake is already complete")
+        if self._failed:
+            raise LinkProtocolError("the handshake has failed and cannot be used again")
+        if self.initiator and self._noise is None:
+            raise LinkProtocolError("the initiator must start() the handshake first")
         try:
             if self.initiator:
                 return self._initiator_receive(bytes(message))
             return self._responder_receive(bytes(message))
         except NoiseError as exc:
+            self._failed = True
             raise LinkProtocolError(f"resumed link handshake failed: {exc}") from exc
+        except LinkProtocolError:
+            self._failed = True
+            raise
 
     def _initiator_receive(self, message: bytes) -> bytes:
         assert self._noise is not None and self.expected_identity is not None
@@ -353,7 +384,7 @@ class ResumedHandshake:
         """(send, receive) transport ciphers for this side."""
         if self._full is not None:
             ciphers = self._full.split()
-            self.resumption_secret = self._full.resumption_secret
+            self.resumption_secret, self._full.resumption_secret = self._full.resumption_secret, b""
             return ciphers
         if not self.complete or self._ciphers is None:
             raise LinkProtocolError("handshake not complete")

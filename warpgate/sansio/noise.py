@@ -659,6 +659,11 @@ class NoiseHandshake:
         """This side's static X25519 public key (empty in a pattern without one)."""
         return self._s_pub
 
+    def take_extra_secret(self) -> bytes:
+        """:attr:`extra_secret`, which this object then forgets (one holder, not two)."""
+        secret, self._extra_secret = self._extra_secret, b""
+        return secret
+
     @property
     def extra_secret(self) -> bytes:
         """After :meth:`split`: 32 secret bytes both sides share, independent of the
@@ -768,6 +773,7 @@ class NoiseHandshake:
 
     def _fail(self) -> None:
         self._failed = True
+        self._psk = b""
         self._e = None
         self._re = None
         self._rs = None

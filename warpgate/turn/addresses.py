@@ -1,18 +1,20 @@
 """Which addresses the ``turn`` method works with: what the relay must permit, whether it
 can see the peer at all, where the peer may be reached directly (relay-first upgrades),
-and which listening socket to use.  No I/O."""
+which listening socket to use, and which addresses in a relay offer we may be sent to.
+No I/O."""
 
 from __future__ import annotations
 
 import ipaddress
 from typing import TYPE_CHECKING
 
-from warpgate.net.scope import is_lan_only
+from warpgate.net.scope import is_lan_only, not_a_target
 
 if TYPE_CHECKING:
     from warpgate.net.servers import Listener
     from warpgate.node.node import Node
     from warpgate.sansio.address import NodeAddress
+    from warpgate.sansio.turn_signal import RelayOffer
 
 
 def permit_ips(peer: NodeAddress) -> list[str]:
@@ -76,3 +78,31 @@ def listener_for(node: Node, ip_text: str) -> Listener | None:
     ]
     usable.sort(key=lambda lst: lst.ip.is_loopback != ip.is_loopback)
     return usable[0] if usable else None
+
+
+def offer_refusal(
+    offer: RelayOffer, *, own_servers: list[tuple[str, int]], we_are_public: bool
+) -> str:
+    """Why we must not act on ``offer`` ("" when we may): it names where we will send, the
+    relayed address (and, when it wants an answer, the TURN server we ask for our
+    address), and anyone with a key can send one.  An address of a TURN server we use
+    ourselves is always fine (a relay on loopback or on the LAN is then ours too);
+    any other must pass :func:`~warpgate.net.scope.not_a_target`."""
+    ours = {_ip(host) for host, _port in own_servers} - {None}
+    named = [offer.relayed] + ([offer.server] if offer.answer_wanted and offer.server else [])
+    for host, _port in named:
+        ip = _ip(host)
+        if ip is None:
+            return f"{host!r} is not an IP address"
+        if ip in ours:
+            continue
+        if why := not_a_target(ip, we_are_public=we_are_public):
+            return why
+    return ""
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
