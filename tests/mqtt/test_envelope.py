@@ -185,13 +185,52 @@ def test_replay_cache_forgets_only_what_the_window_would_reject() -> None:
 
 
 def test_replay_cache_is_bounded_and_fails_closed() -> None:
-    cache = ReplayCache(window=100, max_entries=3)
+    cache = ReplayCache(window=100, max_entries=3, per_sender=3)
     for i in range(3):
         cache.check_and_add(ALICE_PUB, bytes([i]), NOW + i, NOW)
     cache.check_and_add(ALICE_PUB, b"\x09", NOW + 5, NOW)  # evicts the oldest (NOW + 0)
     assert len(cache) == 3
     with pytest.raises(EnvelopeReplayed):  # could be a replay of the forgotten one
         cache.check_and_add(ALICE_PUB, bytes([0]), NOW, NOW)
+
+
+def test_one_key_flooding_the_replay_cache_only_hurts_itself() -> None:
+    """Mallory (a key is free) fills the cache with envelopes stamped far ahead: room is
+    made from her own entries, her floor rises, and Alice is still heard."""
+    mallory, alice = b"M" * 33, ALICE_PUB
+    cache = ReplayCache(window=120, max_entries=64, per_sender=16)
+    for i in range(1000):
+        cache.check_and_add(mallory, i.to_bytes(4, "big"), NOW + 100 + i / 100, NOW)
+    assert len(cache) == 16
+    cache.check_and_add(alice, b"hello", NOW, NOW)  # not refused
+    with pytest.raises(EnvelopeReplayed, match="older than"):
+        cache.check_and_add(mallory, b"late", NOW + 105, NOW)
+    with pytest.raises(EnvelopeReplayed, match="already"):
+        cache.check_and_add(alice, b"hello", NOW, NOW)
+
+
+def test_many_keys_filling_the_replay_cache_raise_only_their_own_floors() -> None:
+    cache = ReplayCache(window=120, max_entries=64, per_sender=16)
+    cache.check_and_add(ALICE_PUB, b"first", NOW - 10, NOW)
+    for key in range(40):
+        for i in range(16):
+            cache.check_and_add(bytes([key]) * 33, bytes([i]), NOW + 119, NOW + 1)
+    assert len(cache) == 64
+    # Alice's old entry made room: her floor rose to its timestamp, no further.
+    assert cache.floor_for(ALICE_PUB) == NOW - 10
+    cache.check_and_add(ALICE_PUB, b"second", NOW + 1, NOW + 1)
+    with pytest.raises(EnvelopeReplayed):
+        cache.check_and_add(ALICE_PUB, b"first", NOW - 10, NOW + 1)
+
+
+def test_replay_cache_floors_are_bounded_too() -> None:
+    """More evicted senders than max_entries: the lowest floors fold into one for all."""
+    cache = ReplayCache(window=120, max_entries=4, per_sender=1)
+    for key in range(50):
+        cache.check_and_add(bytes([key]) * 33, b"a", NOW + key, NOW)
+        cache.check_and_add(bytes([key]) * 33, b"b", NOW + key + 0.5, NOW)
+    assert len(cache._floors) <= 4 and len(cache) <= 4
+    assert cache.floor_for(b"\x00" * 33) >= NOW  # folded into the floor for everyone
 
 
 def test_forged_envelopes_do_not_fill_the_replay_cache() -> None:
@@ -266,3 +305,26 @@ def test_receipts_prove_receipt_and_cannot_be_forged() -> None:
     for bad in (b"", receipt[:-1], b"\x01" + receipt[1:]):
         with pytest.raises(EnvelopeMalformed):
             parse_receipt(bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.integers(0, 20), st.floats(-120, 120)),
+        max_size=200,
+    )
+)
+def test_replay_cache_never_accepts_a_nonce_twice(ops: list[tuple[int, int, float]]) -> None:
+    """Whatever arrives in whatever order (inside the freshness window, which the caller
+    checks first): an envelope accepted once (its sender, nonce and authenticated
+    timestamp) is never accepted again, and the cache and its floors stay bounded."""
+    cache = ReplayCache(window=120, max_entries=8, per_sender=3)
+    accepted: set[tuple[int, int, float]] = set()
+    for sender, nonce, offset in ops:
+        try:
+            cache.check_and_add(bytes([sender]) * 33, bytes([nonce]), NOW + offset, NOW)
+        except EnvelopeReplayed:
+            continue
+        assert (sender, nonce, offset) not in accepted
+        accepted.add((sender, nonce, offset))
+        assert len(cache) <= 8 and len(cache._floors) <= 8

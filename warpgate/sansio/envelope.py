@@ -534,44 +534,113 @@ class ReplayCache:
     """Remembers (sender, nonce) of accepted envelopes for as long as they could still
     pass the freshness check, so each is accepted once.
 
-    Bounded to ``max_entries``: when full, the entries with the oldest timestamps are
-    evicted and a *floor* rises to the newest evicted timestamp; envelopes stamped at or
-    before the floor are then rejected as possible replays.  This fails closed (a
-    flood of authentic messages can make old-but-fresh ones be refused) rather than
-    open (forgetting a nonce that could still be replayed).
+    Bounded, and failing closed rather than open: an entry that must go to make room
+    raises a *floor* for its sender to its timestamp, and that sender's envelopes stamped
+    at or before its floor are then refused as possible replays (a nonce that could
+    still be replayed is never simply forgotten).  Room is made, in order:
+
+    - from the sender's own entries, when it holds ``per_sender`` of them: one key
+      flooding the cache (keys are free, and a paired envelope costs its sender no
+      signature) only pushes out its own entries and raises only its own floor;
+    - from the oldest entry of anyone, when all ``max_entries`` are taken (many keys);
+    - floors are kept for at most ``max_entries`` senders; past that the lowest is
+      folded into one floor for everyone, the last resort.
+
+    A floor older than the freshness window is dropped: the window refuses those
+    envelopes anyway.
     """
 
-    def __init__(self, window: float = DEFAULT_WINDOW, max_entries: int = 65536) -> None:
+    def __init__(
+        self,
+        window: float = DEFAULT_WINDOW,
+        max_entries: int = 65536,
+        per_sender: int | None = None,
+    ) -> None:
         if window <= 0 or max_entries <= 0:
             raise ValueError("window and max_entries must be positive")
         self.window = window
         self.max_entries = max_entries
+        self.per_sender = per_sender if per_sender is not None else max(1, max_entries // 4)
+        if self.per_sender <= 0:
+            raise ValueError("per_sender must be positive")
         self._seen: dict[tuple[bytes, bytes], float] = {}
+        # Oldest first, with lazy deletion: an item whose entry is gone (or was re-added
+        # with another timestamp) is skipped when popped.
         self._heap: list[tuple[float, tuple[bytes, bytes]]] = []
-        self._floor = float("-inf")
+        self._sender_heaps: dict[bytes, list[tuple[float, bytes]]] = {}
+        self._counts: dict[bytes, int] = {}
+        self._floors: dict[bytes, float] = {}
+        self._floor = float("-inf")  # for everyone: only when too many senders have floors
 
     def __len__(self) -> int:
         return len(self._seen)
 
+    def floor_for(self, sender: bytes) -> float:
+        """The timestamp at or before which ``sender``'s envelopes are refused."""
+        return max(self._floor, self._floors.get(bytes(sender), float("-inf")))
+
+    def _forget(self, entry: tuple[bytes, bytes]) -> None:
+        del self._seen[entry]
+        sender = entry[0]
+        left = self._counts[sender] - 1
+        if left:
+            self._counts[sender] = left
+        else:
+            del self._counts[sender]
+            del self._sender_heaps[sender]
+
     def _expire(self, now: float) -> None:
         horizon = now - self.window
         while self._heap and self._heap[0][0] < horizon:
-            _, entry = heapq.heappop(self._heap)
-            self._seen.pop(entry, None)
+            ts, entry = heapq.heappop(self._heap)
+            if self._seen.get(entry) == ts:
+                self._forget(entry)
+
+    def _evict(self, entry: tuple[bytes, bytes], now: float) -> None:
+        """Make room by forgetting ``entry``; its sender's floor rises to its timestamp."""
+        ts = self._seen[entry]
+        self._forget(entry)
+        sender = entry[0]
+        self._floors[sender] = max(self._floors.get(sender, float("-inf")), ts)
+        if len(self._floors) > self.max_entries:
+            horizon = now - self.window
+            for stale in [k for k, floor in self._floors.items() if floor < horizon]:
+                del self._floors[stale]
+            while len(self._floors) > self.max_entries:
+                lowest = min(self._floors, key=self._floors.__getitem__)
+                self._floor = max(self._floor, self._floors.pop(lowest))
+
+    def _oldest_of(self, sender: bytes) -> tuple[bytes, bytes]:
+        heap = self._sender_heaps[sender]
+        while True:
+            ts, nonce = heap[0]
+            if self._seen.get((sender, nonce)) == ts:
+                return (sender, nonce)
+            heapq.heappop(heap)
+
+    def _oldest(self) -> tuple[bytes, bytes]:
+        while True:
+            ts, entry = self._heap[0]
+            if self._seen.get(entry) == ts:
+                return entry
+            heapq.heappop(self._heap)
 
     def check_and_add(self, sender: bytes, nonce: bytes, timestamp: float, now: float) -> None:
         """Record the envelope; raise :class:`EnvelopeReplayed` if already seen."""
         self._expire(now)
-        entry = (bytes(sender), bytes(nonce))
+        sender = bytes(sender)
+        entry = (sender, bytes(nonce))
         if entry in self._seen:
             raise EnvelopeReplayed("envelope was already received (replay or duplicate)")
-        if timestamp <= self._floor:
+        if timestamp <= self.floor_for(sender):
             raise EnvelopeReplayed("envelope is older than the replay cache remembers")
+        if self._counts.get(sender, 0) >= self.per_sender:
+            self._evict(self._oldest_of(sender), now)
         while len(self._seen) >= self.max_entries:
-            ts, old = heapq.heappop(self._heap)
-            self._seen.pop(old, None)
-            self._floor = max(self._floor, ts)
-        if timestamp <= self._floor:
+            self._evict(self._oldest(), now)
+        if timestamp <= self.floor_for(sender):  # making room may have raised it
             raise EnvelopeReplayed("envelope is older than the replay cache remembers")
         self._seen[entry] = timestamp
+        self._counts[sender] = self._counts.get(sender, 0) + 1
         heapq.heappush(self._heap, (timestamp, entry))
+        heapq.heappush(self._sender_heaps.setdefault(sender, []), (timestamp, entry[1]))
