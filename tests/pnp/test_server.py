@@ -11,8 +11,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.pnp.conftest import Stores, exchange
+from warpgate.net.scope import client_key
 from warpgate.pnp.client import NameTakenError, PnpClient, PnpRequestError, PnpUnreachableError
-from warpgate.pnp.server import PnpServer, RateLimiter, client_key
+from warpgate.pnp.server import PnpServer, RateLimiter
 from warpgate.pnp.store import SqliteStore
 from warpgate.sansio.pnp import (
     MAX_VALUE,

@@ -237,3 +237,46 @@ async def test_handshakes_in_progress_from_one_address_are_capped() -> None:
             while b.dropped_connections < tcp.MAX_PENDING_PER_SOURCE + extra:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         await asyncio.wait_for(dial_from("127.0.0.1", b), 5)  # and the address is served again
+
+
+async def test_pending_handshakes_are_capped_per_ipv6_64_and_in_all() -> None:
+    """The per-source cap counts an IPv6 /64 as one source (a host has the whole /64 to
+    pick addresses from), and a cap in all holds against many sources; a slot is freed
+    when its handshake ends."""
+    from tests.integration.conftest import keypair
+    from warpgate.link import tcp
+    from warpgate.sansio.link_handshake import LinkIdentity
+
+    identity = LinkIdentity.create(*keypair())
+    refused: list[str] = []
+    make = tcp.responder_factory(
+        lambda: identity,
+        max_message=1 << 20,
+        encrypt=True,
+        handshake_timeout=lambda: 30.0,
+        on_link=lambda _link: None,
+        on_failure=lambda reason, _peer: refused.append(reason),
+        max_pending_per_source=2,
+        max_pending=5,
+    )
+
+    def arrive(ip: str) -> tcp.LinkConnection:
+        conn = make()
+        conn.peer = (ip, 4000)
+        refusal = conn.admit(conn)  # type: ignore[misc]
+        if refusal:
+            refused.append(refusal)
+        return conn
+
+    same_64 = [arrive(f"2001:db8:1:2::{n:x}") for n in range(1, 4)]
+    assert refused == ["too many handshakes in progress from 2001:db8:1:2::/64"]
+    others = [arrive(f"2001:db8:1:{n}::1") for n in (3, 4, 5, 6)]
+    assert refused[-1] == "too many handshakes in progress (5)"  # the sixth pending one
+    assert len(refused) == 2
+    same_64[0].ready.set_result(None)  # type: ignore[arg-type]  # one handshake ends
+    await asyncio.sleep(0)  # its done-callback frees the slot
+    refused.clear()
+    late = arrive("2001:db8:9::1")
+    assert refused == []
+    for conn in [*same_64[1:], *others, late]:
+        conn.abort_handshake("test over")

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from warpgate.link.link import Addr, Link, LinkClosed, LinkPath, _ReceiveFailed
+from warpgate.net.scope import client_key
 from warpgate.sansio.link_handshake import LinkHandshake, LinkIdentity, LinkProtocolError
 from warpgate.sansio.link_records import RECORD_HEADER, RecordCodec, RecordStreamParser
 from warpgate.sansio.link_resumption import ResumedHandshake, ResumptionTickets
@@ -53,10 +54,14 @@ def _send_queue_bytes(sock: socket.socket) -> int:
 
 
 PAUSE_AT = 16  # records (up to 1 MiB each) waiting for the reader before reading pauses
-# Inbound handshakes in progress from one IP address.  Each may hold a socket and up to
-# 64 KiB of buffered handshake bytes until handshake_timeout: without a cap, one host
-# could pin gigabytes.  High enough for a whole machine of honest nodes dialling at once.
+# Inbound handshakes in progress from one source: an IPv4 address or an IPv6 /64 (one
+# host gets a whole /64).  Each may hold a socket and up to 64 KiB of buffered handshake
+# bytes until handshake_timeout: without a cap, one host could pin gigabytes.  High
+# enough for a whole machine of honest nodes dialling at once.
 MAX_PENDING_PER_SOURCE = 128
+# ... and from everyone: many sources together (a botnet, or a /48 of /64s) may hold at
+# most this many sockets and 64 KiB each (256 MiB) before new connections are closed.
+MAX_PENDING = 4096
 
 
 def _frame(msg: bytes) -> bytes:
@@ -80,14 +85,14 @@ class LinkConnection(asyncio.Protocol):
         max_message: int,
         on_link: Callable[[TcpLink], None] | None = None,
         on_failure: Callable[[str, Addr], None] | None = None,
-        admit: Callable[[LinkConnection], bool] | None = None,
+        admit: Callable[[LinkConnection], str] | None = None,
         tickets: ResumptionTickets | None = None,
     ) -> None:
         self.hs: AnyHandshake = hs
         # Where full handshakes leave a ticket and (listening side) resumed ones find
         # theirs; None: this connection neither makes nor answers tickets.
         self.tickets = tickets
-        self.admit = admit  # responder side: may this connection start a handshake?
+        self.admit = admit  # responder side: why this connection may not start a handshake
         self.method = method
         self.max_message = max_message
         self.on_link = on_link
@@ -119,8 +124,8 @@ class LinkConnection(asyncio.Protocol):
         if self.hs.initiator:
             magic = RESUME_MAGIC if self.hs.resumed else LINK_MAGIC
             transport.write(magic + _frame(self.hs.start()))
-        elif self.admit is not None and not self.admit(self):
-            self._fail(f"too many handshakes in progress from {self.peer[0]}")
+        elif self.admit is not None and (refusal := self.admit(self)):
+            self._fail(refusal)
 
     def data_received(self, data: bytes) -> None:
         if self._state == "records":
@@ -518,27 +523,37 @@ def responder_factory(
     on_link: Callable[[TcpLink], None],
     on_failure: Callable[[str, Addr], None],
     max_pending_per_source: int = MAX_PENDING_PER_SOURCE,
+    max_pending: int = MAX_PENDING,
     tickets: Callable[[], ResumptionTickets | None] = lambda: None,
 ) -> Callable[[], LinkConnection]:
     """A protocol factory for a listening socket: every connection must complete the
     link handshake within ``handshake_timeout()`` seconds or is dropped, and at most
-    ``max_pending_per_source`` handshakes run at once from one IP address.  ``tickets()``
+    ``max_pending_per_source`` handshakes run at once from one source (IPv4 address or
+    IPv6 /64), ``max_pending`` from all.  ``tickets()``
     is where resumption tickets are kept and looked up (None: none are)."""
     pending: dict[str, int] = {}
+    total = 0
 
-    def release(ip: str) -> None:
-        left = pending.pop(ip, 1) - 1
+    def release(source: str) -> None:
+        nonlocal total
+        total -= 1
+        left = pending.pop(source, 1) - 1
         if left > 0:
-            pending[ip] = left
+            pending[source] = left
 
-    def admit(conn: LinkConnection) -> bool:
-        ip = conn.peer[0]
-        count = pending.get(ip, 0)
+    def admit(conn: LinkConnection) -> str:
+        """Why ``conn`` may not start a handshake ("" when it may)."""
+        nonlocal total
+        source = client_key(conn.peer[0])
+        count = pending.get(source, 0)
         if count >= max_pending_per_source:
-            return False
-        pending[ip] = count + 1
-        conn.ready.add_done_callback(lambda _f: release(ip))
-        return True
+            return f"too many handshakes in progress from {source}"
+        if total >= max_pending:
+            return f"too many handshakes in progress ({total})"
+        pending[source] = count + 1
+        total += 1
+        conn.ready.add_done_callback(lambda _f: release(source))
+        return ""
 
     def make() -> LinkConnection:
         conn = LinkConnection(

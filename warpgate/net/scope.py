@@ -50,3 +50,17 @@ def not_a_target(ip: IP, *, we_are_public: bool) -> str:
     if not ip.is_global and we_are_public:
         return f"{ip} is private while we are on the public internet"
     return ""
+
+
+def client_key(ip: str) -> str:
+    """What per-client quotas and rate limits count by: the IPv4 address, or the IPv6
+    /64 (one host gets a whole /64, so counting its addresses one by one caps nothing)."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%")[0])
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import struct
 import time
@@ -22,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from warpgate.net.scope import client_key
 from warpgate.pnp.store import NameStore, PutOutcome, Record
 from warpgate.sansio.envelope import EnvelopeReplayed, ReplayCache
 from warpgate.sansio.pnp import (
@@ -49,19 +49,6 @@ _OUTCOME_STATUS = {
     PutOutcome.QUOTA: Status.QUOTA,
     PutOutcome.NOT_FOUND: Status.NOT_FOUND,
 }
-
-
-def client_key(ip: str) -> str:
-    """What quotas and rate limits count by: the IPv4 address, or the IPv6 /64."""
-    try:
-        addr = ipaddress.ip_address(ip.split("%")[0])
-    except ValueError:
-        return ip
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
-    return str(addr)
 
 
 class RateLimiter:
