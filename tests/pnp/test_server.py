@@ -254,5 +254,22 @@ async def test_client_unreachable() -> None:
     assert issubclass(PnpUnreachableError, PnpRequestError)
 
 
+async def test_unreachable_ipv6_server_is_named_with_brackets() -> None:
+    """The error names an IPv6 server as [addr]:port, so the port stays readable."""
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this host")
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            port = s.getsockname()[1]
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback: {exc}")
+    client = PnpClient([("::1", port)], timeout=0.5)
+    with pytest.raises(PnpUnreachableError, match=rf"\[::1\]:{port} did not answer"):
+        await client.get("anyone")
+
+
 async def test_raw_request_type_is_public() -> None:
     assert Request(Op.GET, 1, "a").name == "a"

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from warpgate.errors import ConfigError, WarpgateError
+from warpgate.net.hostport import format_hostport
 from warpgate.sansio.pnp import (
     Op,
     PnpError,
@@ -88,7 +89,7 @@ def _port(text: str, whole: str) -> int:
 
 
 def _label(server: Server) -> str:
-    return f"{server[0]}:{server[1]}"
+    return format_hostport(server[0], server[1])
 
 
 class _UdpWaiter(asyncio.DatagramProtocol):
