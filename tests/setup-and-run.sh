@@ -36,6 +36,9 @@ echo "== ruff"
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .
 
+echo "== mypy"
+"$PY" -m mypy warpgate warpgate_plugins
+
 echo "== docs (mkdocs build --strict)"
 "$PY" -m mkdocs build --strict -q -d "$(mktemp -d)"
 

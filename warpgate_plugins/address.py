@@ -55,7 +55,7 @@ def interface_addresses(node: Node) -> list[InterfaceAddress]:
     bound = {listener.ip for listener in node.listeners}
     entries: list[InterfaceAddress] = []
     for iface in node.ifs:
-        for net in (*iface.ipv4, *iface.ipv6):
+        for net in iface.networks:
             if net.ip not in bound:
                 continue
             entries.append(

@@ -82,7 +82,7 @@ class DirectMethod:
             if iface.family not in families:
                 continue
             for local in node.ifs:
-                for net in (*local.ipv4, *local.ipv6):
+                for net in local.networks:
                     if net.ip.version == iface.family and iface.nic_ip in net.network:
                         add(
                             str(iface.nic_ip),

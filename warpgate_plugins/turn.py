@@ -305,7 +305,7 @@ class TurnMethod:
             protocol="tcp",
             on_connection_attempt=on_attempt,
         )
-        transport: asyncio.BaseTransport | None = None
+        transport: asyncio.Transport | None = None
         try:
             begin = time.perf_counter()
             await client.allocate()

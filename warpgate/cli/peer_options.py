@@ -397,7 +397,9 @@ class StdinReader:
         stream = sys.stdin.buffer
         while True:
             try:
-                data = stream.read1(self._chunk)
+                # typeshed types stdin.buffer as BinaryIO, which has no read1; at run
+                # time it is a BufferedReader (read1: what has arrived, up to chunk).
+                data = stream.read1(self._chunk)  # type: ignore[union-attr]
             except (OSError, ValueError):
                 data = b""
             try:

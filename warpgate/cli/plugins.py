@@ -93,7 +93,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def describe_hooks(pm: WarpgatePluginManager) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in hookdocs.hook_names():
         fn = getattr(hookspec, name)
         caller = getattr(pm.hook, name)

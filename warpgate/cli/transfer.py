@@ -169,11 +169,12 @@ async def _send(args: argparse.Namespace) -> int:
         except (LinkClosed, OSError, TimeoutError) as exc:
             # A receiver that refuses the file says why, then hangs up while we are
             # still sending: its answer is already here, and it is the better news.
-            ack = await _pending_answer(link)
-            if ack is None:
+            pending = await _pending_answer(link)
+            if pending is None:
                 raise CommandError(
                     f"the transfer broke off: {exc or type(exc).__name__}", "send it again"
                 ) from None
+            ack = pending
         finally:
             await link.close()
     answer = _decode(ack, ACK)

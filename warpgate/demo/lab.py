@@ -120,7 +120,8 @@ async def _alice(
         work = asyncio.ensure_future(_run_methods(alice, target, out, None, quiet))
         aborted = asyncio.wrap_future(stop)
         # Ctrl-C in the main thread sets ``stop``: give up at once rather than finish.
-        await asyncio.wait([work, aborted], return_when=asyncio.FIRST_COMPLETED)
+        either: list[asyncio.Future[Any]] = [work, aborted]  # two result types
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if not work.done():
             work.cancel()
         aborted.cancel()

@@ -26,6 +26,7 @@ from warpgate.errors import WarpgateError
 from warpgate.gate import Gate
 from warpgate.link.link import Link
 from warpgate.node.node_defs import NODE_CONF
+from warpgate.plugin.types import TraversalMethodInfo
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,15 @@ async def _run_methods(
     alice: Gate, target: str | bytes, out: TextIO, live: bool | None, quiet: bool
 ) -> list[MethodResult]:
     node = alice.node
-    infos = sorted(node.plugins.providers("traversal").values(), key=lambda i: i.cost)
+    # Every traversal record is a TraversalMethodInfo (the kernel checks at registration).
+    infos = sorted(
+        (
+            i
+            for i in node.plugins.providers("traversal").values()
+            if isinstance(i, TraversalMethodInfo)
+        ),
+        key=lambda i: i.cost,
+    )
     peer = await resolve_destination(node, target)
     widths = [max([len(i.name) for i in infos] + [6]), 9, 7, 9, 4]
     table = None if quiet else LiveTable(COLUMNS, out, live=live, widths=widths)

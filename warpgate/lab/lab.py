@@ -31,6 +31,7 @@ from warpgate.lab.netns import (
     socket_in_netns,
 )
 from warpgate.lab.probe import ProbeResponder, ProbeResult, probe_host
+from warpgate.lab.servers import ServerSpec
 from warpgate.lab.state import (
     NETNS_ETC,
     LabState,
@@ -140,7 +141,8 @@ class Lab:
         self.servers: dict[str, dict[str, Any]] = {}
         self._procs: list[subprocess.Popen[bytes]] = []
         # How each server was started, so fault tests can stop and restart it.
-        self._server_specs: dict[str, tuple[servers.ServerSpec, subprocess.Popen[bytes]]] = {}
+        # (ServerSpec imported by name: here ``servers`` means the attribute above.)
+        self._server_specs: dict[str, tuple[ServerSpec, subprocess.Popen[bytes]]] = {}
         self._is_up = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -380,14 +382,14 @@ class Lab:
         assert self.workdir is not None and self.state is not None
         inet = self.plan.nodes["inet"].netns
         wanted = self.topology.servers
-        first: list[servers.ServerSpec] = []
+        first: list[ServerSpec] = []
         if "mqtt" in wanted:
             first.append(servers.mosquitto(inet, self.workdir))
         if "stun" in wanted:
             first.append(servers.coturn(inet, self.workdir))
         if "ntp" in wanted:
             first.append(servers.chrony(inet, self.workdir))
-        upnp: list[servers.ServerSpec] = []
+        upnp: list[ServerSpec] = []
         for r in self.topology.routers:
             if r.upnp:
                 if "stun" not in wanted:

@@ -8,16 +8,33 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, Literal, Protocol, TypeVar
 
 from warpgate.errors import WarpgateError
 from warpgate.sansio.link_handshake import LinkProtocolError
-from warpgate.sansio.link_records import CLOSE, PING, PONG, Closed, Message, Ping, Pong, RecordCodec
+from warpgate.sansio.link_records import CLOSE, PING, PONG, Closed, Event, Message, Ping, Pong
 
 log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
 RECV_QUEUE_MESSAGES = 256  # messages held for recv() before the reader stops reading
+
+# What a link's codec seals and opens: ``(type, ciphertext)`` tuples on streams
+# (:class:`~warpgate.sansio.link_records.RecordCodec`), whole datagrams (``bytes``) on
+# UDP (:class:`~warpgate.sansio.link_records.DatagramRecordCodec`).
+R = TypeVar("R")
+
+
+class LinkCodec(Protocol[R]):
+    """The part of a record codec a :class:`Link` uses, for its kind of record."""
+
+    max_message: int
+
+    def seal_message(self, data: bytes) -> list[R]: ...
+
+    def seal_control(self, kind: int, body: bytes = b"") -> R: ...
+
+    def open(self, record: R) -> Event | None: ...
 
 
 class LinkClosed(WarpgateError, ConnectionError):
@@ -49,7 +66,7 @@ class LinkPath:
         )
 
 
-class Link:
+class Link(Generic[R]):
     """One authenticated, end-to-end encrypted link to a peer.
 
     ``await link.send(data)`` / ``await link.recv(timeout=...)`` keep message
@@ -61,7 +78,7 @@ class Link:
     def __init__(
         self,
         *,
-        codec: RecordCodec,
+        codec: LinkCodec[R],
         remote_key: bytes,
         path: LinkPath,
         initiator: bool,
@@ -224,7 +241,7 @@ class Link:
 
     # -- for transports --------------------------------------------------------------
 
-    async def _transmit(self, records: list[bytes]) -> None:
+    async def _transmit(self, records: list[R]) -> None:
         raise NotImplementedError
 
     async def _shutdown(self, reason: str) -> None:
@@ -249,7 +266,7 @@ class Link:
         if self._on_closed is not None:
             self._on_closed(self)
 
-    async def _handle_record(self, record: bytes) -> bool:
+    async def _handle_record(self, record: R) -> bool:
         """Process one received record; False when the peer closed the link."""
         event = self._codec.open(record)
         if self._is_sign_of_life(event):
@@ -258,7 +275,7 @@ class Link:
             return True
         return await self._handle_event(event)
 
-    def _receive_now(self, records: list[tuple[int, bytes]]) -> list[object]:
+    def _receive_now(self, records: list[R]) -> list[object]:
         """Open ``records`` and deliver every message that needs no await, right in the
         transport's callback (saving the reader task a loop turn per message).
 
@@ -298,7 +315,7 @@ class Link:
             return await self._handle_record(item)  # type: ignore[arg-type]
         if isinstance(item, _ReceiveFailed):
             raise item.error
-        return await self._handle_event(item)  # type: ignore[arg-type]
+        return await self._handle_event(item)
 
     async def _handle_event(self, event: object) -> bool:
         if isinstance(event, Message):

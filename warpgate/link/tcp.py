@@ -18,12 +18,12 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from warpgate.link.link import Addr, Link, LinkClosed, LinkPath, _ReceiveFailed
 from warpgate.net.scope import client_key
 from warpgate.sansio.link_handshake import LinkHandshake, LinkIdentity, LinkProtocolError
-from warpgate.sansio.link_records import RECORD_HEADER, RecordCodec, RecordStreamParser
+from warpgate.sansio.link_records import RECORD_HEADER, Record, RecordCodec, RecordStreamParser
 from warpgate.sansio.link_resumption import ResumedHandshake, ResumptionTickets
 
 AnyHandshake = LinkHandshake | ResumedHandshake
@@ -303,7 +303,7 @@ class LinkConnection(asyncio.Protocol):
             self.transport.resume_reading()
         return records
 
-    async def write(self, parts: list[bytes]) -> None:
+    async def write(self, parts: Sequence[bytes | bytearray]) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             raise LinkClosed("connection closed")
@@ -317,8 +317,10 @@ class LinkConnection(asyncio.Protocol):
                 raise LinkClosed("connection closed")
 
 
-class TcpLink(Link):
+class TcpLink(Link[Record]):
     """A link over one TCP connection; a reader task handles the received records."""
+
+    _codec: RecordCodec  # the stream codec: seal_message_wire() too
 
     def __init__(
         self,
@@ -406,9 +408,9 @@ class TcpLink(Link):
     async def _send_message(self, data: bytes) -> None:
         if self.closed:
             raise LinkClosed(f"link closed {self._close_reason}".strip())
-        await self._conn.write([self._codec.seal_message_wire(data)])  # type: ignore[list-item]
+        await self._conn.write([self._codec.seal_message_wire(data)])
 
-    async def _transmit(self, records: list[tuple[int, bytes]]) -> None:  # type: ignore[override]
+    async def _transmit(self, records: list[Record]) -> None:
         if self.closed:
             raise LinkClosed(f"link closed {self._close_reason}".strip())
         parts: list[bytes] = []

@@ -57,7 +57,7 @@ MAX_PENDING_RESPONSES = 256  # half-open inbound handshakes kept at once
 HS1_MIN_SIZE = 256
 
 
-class UdpLink(Link):
+class UdpLink(Link[bytes]):
     """A link over UDP datagrams between two listening sockets."""
 
     def __init__(

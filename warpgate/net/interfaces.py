@@ -37,6 +37,12 @@ class Interface:
     default: bool = field(default=False)  # holds a default route
 
     @property
+    def networks(self) -> tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]:
+        """Every address with its network, IPv4 first (typed as either family, which
+        ``(*ipv4, *ipv6)`` is not)."""
+        return (*self.ipv4, *self.ipv6)
+
+    @property
     def families(self) -> list[int]:
         return [af for af, addrs in ((IPv4, self.ipv4), (IPv6, self.ipv6)) if addrs]
 
@@ -128,10 +134,12 @@ def read_interfaces(
             f"this machine has: {', '.join(available)}"
         )
     gateways = netifaces.gateways()
+    # netifaces types every value as either shape: "default" maps each family to its
+    # (gateway, interface); each family maps to a list of (gateway, interface[, default]).
     defaults = gateways.get("default", {})
-    gw4 = {ifname: gw for gw, ifname, *_ in gateways.get(netifaces.AF_INET, [])}
-    gw6 = {ifname: gw for gw, ifname, *_ in gateways.get(netifaces.AF_INET6, [])}
-    default_ifs = {v[1] for v in defaults.values()}
+    gw4 = _gateways_by_interface(gateways.get(netifaces.AF_INET, []))
+    gw6 = _gateways_by_interface(gateways.get(netifaces.AF_INET6, []))
+    default_ifs = {v[1] for v in defaults.values()} if isinstance(defaults, dict) else set()
 
     found: list[Interface] = []
     for name in names or available:
@@ -150,7 +158,7 @@ def read_interfaces(
             continue
         links = addrs.get(netifaces.AF_LINK, [])
         mac = links[0].get("addr") if links else None
-        loopback = all(i.ip.is_loopback for i in (*v4, *v6))
+        loopback = all(i.ip.is_loopback for i in v4) and all(i.ip.is_loopback for i in v6)
         try:
             scope = socket.if_nametoindex(name)
         except OSError:
@@ -176,6 +184,15 @@ def read_interfaces(
     return [_with_index(iface, n) for n, iface in enumerate(found)]
 
 
+def _gateways_by_interface(
+    entries: dict[int, tuple[str, str]] | list[tuple[str, str] | tuple[str, str, bool]],
+) -> dict[str, str]:
+    """Interface name -> gateway, from one address family's entry of ``gateways()``."""
+    if not isinstance(entries, list):
+        return {}
+    return {entry[1]: entry[0] for entry in entries}
+
+
 def _with_index(iface: Interface, index: int) -> Interface:
     return replace(iface, index=index)
 
@@ -194,7 +211,8 @@ def restrict_to_ips(ifs: Iterable[Interface], ips: Sequence[str]) -> list[Interf
     for iface in ifs:
         v4 = tuple(i for i in iface.ipv4 if i.ip in wanted)
         v6 = tuple(i for i in iface.ipv6 if i.ip in wanted)
-        seen.update(i.ip for i in (*v4, *v6))
+        seen.update(i.ip for i in v4)
+        seen.update(i.ip for i in v6)
         if v4 or v6:
             kept.append(replace(iface, ipv4=v4, ipv6=v6))
     missing = wanted - seen

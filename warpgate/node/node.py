@@ -480,12 +480,15 @@ class Node:
             txn = self.stun_transactions.get(data[8:20])
             if txn is not None and txn.feed(data, addr):
                 return
-        if self.datagram_taps and pipe.listener is not None:
+        # Pipes of listening sockets always have their listener; the UDP links answer
+        # through it, so a pipe without one has nothing here to go to.
+        listener = pipe.listener
+        if listener is not None:
             for tap in self.datagram_taps:
-                if tap(data, addr, pipe.listener):
+                if tap(data, addr, listener):
                     return
-        if await self.udp.datagram_received(data, addr, pipe.listener):
-            return
+            if await self.udp.datagram_received(data, addr, listener):
+                return
         self.dropped_datagrams += 1
         log.debug("dropped %d-byte datagram from %s", len(data), addr)
 

@@ -430,10 +430,10 @@ def make_plugin_manager(
         pm.load_plugins(disable=disable, inline=inline)
         return pm
     key = (frozenset(disable), os.environ.get(ENV_ALLOW), os.environ.get(ENV_DISABLE))
-    pm = _shared_managers.get(key)
-    if pm is None:
-        pm = WarpgatePluginManager()
-        pm.load_plugins(disable=disable)
-        pm.frozen = True
-        _shared_managers[key] = pm
-    return pm
+    shared = _shared_managers.get(key)
+    if shared is None:
+        shared = WarpgatePluginManager()
+        shared.load_plugins(disable=disable)
+        shared.frozen = True
+        _shared_managers[key] = shared
+    return shared

@@ -282,11 +282,14 @@ async def warpgate_finalize_port_forwarding(node: Node) -> Any | None:
 
 # ---------------------------------------------------------------------------
 # Registration hooks: hand the kernel provider records for the three roles.
+# ``| None``: pluggy leaves ``None`` out of a hook's results, so an implementation
+# with nothing to offer may return it (and these docstring-only specs, which pluggy
+# never calls, type-check).
 # ---------------------------------------------------------------------------
 
 
 @_spec
-def warpgate_register_traversal_methods() -> Iterable[TraversalMethodInfo]:
+def warpgate_register_traversal_methods() -> Iterable[TraversalMethodInfo] | None:
     """Offer traversal methods (ways to reach a peer).
 
     :returns: an iterable of :class:`~warpgate.plugin.types.TraversalMethodInfo`.
@@ -302,7 +305,7 @@ def warpgate_register_traversal_methods() -> Iterable[TraversalMethodInfo]:
 
 
 @_spec
-def warpgate_register_name_services() -> Iterable[NameServiceInfo]:
+def warpgate_register_name_services() -> Iterable[NameServiceInfo] | None:
     """Offer name-service backends (nickname registration and lookup).
 
     :returns: an iterable of :class:`~warpgate.plugin.types.NameServiceInfo`.
@@ -316,7 +319,7 @@ def warpgate_register_name_services() -> Iterable[NameServiceInfo]:
 
 
 @_spec
-def warpgate_register_signal_transports() -> Iterable[SignalTransportInfo]:
+def warpgate_register_signal_transports() -> Iterable[SignalTransportInfo] | None:
     """Offer signal transports (reach a peer before any link exists).
 
     :returns: an iterable of :class:`~warpgate.plugin.types.SignalTransportInfo`.
@@ -330,12 +333,12 @@ def warpgate_register_signal_transports() -> Iterable[SignalTransportInfo]:
 
 
 # ---------------------------------------------------------------------------
-# Configuration hooks.
+# Configuration hooks (``| None`` as for the registration hooks).
 # ---------------------------------------------------------------------------
 
 
 @_spec
-def warpgate_conf_defaults() -> Mapping[str, Any]:
+def warpgate_conf_defaults() -> Mapping[str, Any] | None:
     """Declare the conf keys this plugin reads, with their defaults.
 
     Keys declared here are accepted by ``Node(conf=...)`` without the unknown-key

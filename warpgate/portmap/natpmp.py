@@ -66,8 +66,11 @@ class NatPmpClient:
         except OSError as exc:
             raise PortMapError(f"cannot reach {self.gateway}:{self.port} ({exc})") from None
         family, _, _, _, sockaddr = infos[0]
+        host, port = sockaddr[0], sockaddr[1]
+        # A UDP lookup of a host name or IP gives AF_INET/AF_INET6 (host, port, ...) only.
+        assert isinstance(host, str) and isinstance(port, int), sockaddr
         self._transport, self._proto = await loop.create_datagram_endpoint(
-            _Datagrams, remote_addr=sockaddr[:2], family=family
+            _Datagrams, remote_addr=(host, port), family=family
         )
         return self
 

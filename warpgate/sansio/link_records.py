@@ -68,7 +68,7 @@ class _Plain:
     def encrypt_with_nonce(self, nonce: int, plaintext: bytes, ad: bytes = b"") -> bytes:
         return plaintext
 
-    def encrypt_into(self, plaintext: bytes, ad: bytes, out: memoryview) -> None:
+    def encrypt_into(self, plaintext: bytes | memoryview, ad: bytes, out: memoryview) -> None:
         out[: len(plaintext)] = plaintext
 
     def decrypt_with_nonce(self, nonce: int, ciphertext: bytes, ad: bytes = b"") -> bytes:

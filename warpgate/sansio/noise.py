@@ -105,6 +105,8 @@ def _hash(data: bytes) -> bytes:
 _FAST_TYPES = (bytes, memoryview)
 
 
+# Declared for both branches: the fallback's stub takes a narrower key type than ours.
+_hmac_digest: Callable[[bytes, bytes, str], bytes]
 try:  # the C function behind hmac.digest, without its Python-level dispatch
     from _hashlib import hmac_digest as _hmac_digest
 except ImportError:  # pragma: no cover - a Python built without OpenSSL's hashlib
@@ -311,23 +313,23 @@ class CipherState:
     def encrypt_with_nonce(self, nonce: int, plaintext: bytes, ad: bytes = b"") -> bytes:
         """Encrypt ``plaintext`` under the explicit ``nonce``; the counter is untouched."""
         self._check_nonce(nonce)
-        plaintext = _buffer(plaintext)
-        if len(plaintext) > self._max_message - TAG_SIZE:
+        data = _buffer(plaintext)
+        if len(data) > self._max_message - TAG_SIZE:
             raise NoiseError(
-                f"plaintext of {len(plaintext)} bytes exceeds {self._max_message - TAG_SIZE} bytes"
+                f"plaintext of {len(data)} bytes exceeds {self._max_message - TAG_SIZE} bytes"
             )
-        return self._aead.encrypt(self._nonce_bytes(nonce), plaintext, _buffer(ad))
+        return self._aead.encrypt(self._nonce_bytes(nonce), data, _buffer(ad))
 
     def decrypt_with_nonce(self, nonce: int, ciphertext: bytes, ad: bytes = b"") -> bytes:
         """Decrypt and authenticate ``ciphertext`` made with ``nonce``; the counter is untouched."""
         self._check_nonce(nonce)
-        ciphertext = _buffer(ciphertext)
-        if len(ciphertext) < TAG_SIZE:
-            raise NoiseError(f"ciphertext of {len(ciphertext)} bytes is shorter than the tag")
-        if len(ciphertext) > self._max_message:
-            raise NoiseError(f"ciphertext of {len(ciphertext)} bytes exceeds {self._max_message}")
+        data = _buffer(ciphertext)
+        if len(data) < TAG_SIZE:
+            raise NoiseError(f"ciphertext of {len(data)} bytes is shorter than the tag")
+        if len(data) > self._max_message:
+            raise NoiseError(f"ciphertext of {len(data)} bytes exceeds {self._max_message}")
         try:
-            return self._aead.decrypt(self._nonce_bytes(nonce), ciphertext, _buffer(ad))
+            return self._aead.decrypt(self._nonce_bytes(nonce), data, _buffer(ad))
         except InvalidTag:
             raise NoiseError("decryption failed: authentication tag mismatch") from None
 
@@ -346,7 +348,7 @@ class CipherState:
         self._nonce += 1
         return ciphertext
 
-    def encrypt_into(self, plaintext: bytes, ad: bytes, out: memoryview) -> None:
+    def encrypt_into(self, plaintext: bytes | memoryview, ad: bytes, out: memoryview) -> None:
         """Like :meth:`encrypt`, writing the ciphertext (``len(plaintext) + TAG_SIZE``
         bytes) into ``out``: a sender can build a whole wire message in one buffer."""
         if len(plaintext) > self._max_message - TAG_SIZE:

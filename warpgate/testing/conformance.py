@@ -113,7 +113,8 @@ async def check_traversal_method(
         info = a.plugins.providers("traversal").get(name)
         _require(info is not None, f"no traversal method {name!r} is registered")
         provider = a.traversal_methods.get(name)
-        _require(provider is not None, f"the node did not start traversal method {name!r}")
+        if provider is None:  # an explicit check (not _require): it narrows the type
+            raise ConformanceError(f"the node did not start traversal method {name!r}")
         _require(getattr(provider, "name", None) == name, "provider.name differs from its record")
         _require(
             not inspect.iscoroutinefunction(provider.candidates), "candidates() must not be async"
@@ -153,7 +154,8 @@ async def check_name_service(
     stack = {"plugins": {"name_service": [name]}}
     async with node_pair(plugins, dict_child(dict(conf or {}), stack)) as (a, b):
         service_a, service_b = a.name_services.get(name), b.name_services.get(name)
-        _require(service_a is not None and service_b is not None, f"{name!r} did not start")
+        if service_a is None or service_b is None:
+            raise ConformanceError(f"{name!r} did not start")
         full = await service_a.register("conformance-alice", a)
         _require(isinstance(full, str) and full, "register() must return the full name")
         _require(await service_b.resolve(full) == a.address(), "resolve() gave another address")
@@ -180,7 +182,8 @@ async def check_signal_transport(
     stack = {"sig_pipe_no": 1, "plugins": {"signal": [name]}}
     async with node_pair(plugins, dict_child(stack, dict(conf or {}))) as (a, b):
         sender, receiver = a.signal_transports.get(name), b.signal_transports.get(name)
-        _require(sender is not None and receiver is not None, f"{name!r} did not start")
+        if sender is None or receiver is None:
+            raise ConformanceError(f"{name!r} did not start")
         got: asyncio.Future[tuple[bytes, bytes]] = asyncio.get_running_loop().create_future()
 
         def handler(sender_key: bytes, payload: bytes) -> None:

@@ -173,21 +173,23 @@ class TurnClient:
             return self.allocation
         loop = asyncio.get_running_loop()
         local = (self.local_ip, 0) if self.local_ip else None
+        transport: asyncio.DatagramTransport | asyncio.Transport
         try:
             if self.protocol == "tcp":
-                self._transport, _ = await asyncio.wait_for(
+                transport, _ = await asyncio.wait_for(
                     loop.create_connection(
                         lambda: _TcpProtocol(self), self.server[0], self.server[1], local_addr=local
                     ),
                     self.timeout,
                 )
             else:
-                self._transport, _ = await loop.create_datagram_endpoint(
+                transport, _ = await loop.create_datagram_endpoint(
                     lambda: _Protocol(self), local_addr=local, remote_addr=self.server
                 )
         except (OSError, TimeoutError) as exc:
             raise TurnError(f"cannot reach TURN server {_fmt(self.server)}: {exc}") from exc
-        sock = self._transport.get_extra_info("sockname")
+        self._transport = transport
+        sock = transport.get_extra_info("sockname")
         self.local = (sock[0], sock[1])
         try:
             proto = turn.PROTO_TCP if self.protocol == "tcp" else turn.PROTO_UDP
@@ -385,12 +387,16 @@ class TurnClient:
                 conn_id = turn.parse_connection_id(msg)
             except TurnError:
                 conn_id = None
-            peer = msg.get(stun.Attr.XOR_PEER_ADDRESS)
-            if conn_id is None or not isinstance(peer, tuple) or self.on_connection_attempt is None:
+            attempt_peer = msg.get(stun.Attr.XOR_PEER_ADDRESS)
+            if (
+                conn_id is None
+                or not isinstance(attempt_peer, tuple)
+                or self.on_connection_attempt is None
+            ):
                 self.dropped += 1
                 return
             try:
-                self.on_connection_attempt(conn_id, (str(peer[0]), int(peer[1])))
+                self.on_connection_attempt(conn_id, (str(attempt_peer[0]), int(attempt_peer[1])))
             except Exception:
                 log.exception("TURN connection-attempt handler failed")
             return

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 
 from warpgate.link.link import Link, LinkClosed
 from warpgate.sansio import stream_migration as sm
+from warpgate.sansio.link_records import Record
 
 if TYPE_CHECKING:
     from warpgate.node.node import Node
@@ -72,7 +73,7 @@ DEAD_AFTER = 5.0
 STANDBY_KEEPALIVE = 10.0
 
 
-class MigratingLink(Link):
+class MigratingLink(Link[Record]):
     """A link over an inner relayed link that can move to a direct one and back."""
 
     def __init__(self, node: Node, relayed: Link) -> None:
@@ -378,7 +379,7 @@ class MigratingLink(Link):
     async def _shutdown(self, reason: str) -> None:
         await self.close(reason)
 
-    async def _transmit(self, records: list[bytes]) -> None:
+    async def _transmit(self, records: list[Record]) -> None:
         raise LinkClosed("a migrating link sends through its inner links")
 
     # -- receiving -----------------------------------------------------------------
