@@ -101,13 +101,23 @@ class _Race:
         async with asyncio.timeout(self.attempt_timeout):
             return await provider.attempt(self.peer, candidate, intent=self.intent)  # type: ignore[attr-defined]
 
-    async def run_alone(self, candidate: Candidate, provider: object) -> Link | None:
+    async def run_alone(
+        self, candidate: Candidate, provider: object, overall: float
+    ) -> Link | None:
         """The only candidate: awaited in place, with no task to race it against (a task
         and the wait for it cost two event-loop turns, a large share of a loopback
-        connect).  Recorded exactly as a raced attempt."""
+        connect).  Recorded exactly as a raced attempt: when its deadline is the overall
+        one (``overall``, no later), running out of time is the overall deadline's doing."""
         attempt = self.record(candidate)
         try:
             link = await self._run(provider, candidate)
+        except TimeoutError as exc:
+            attempt.ended = self.now()
+            if self.attempt_timeout >= overall and not str(exc):
+                attempt.outcome = "cancelled"  # auto_connect says: overall deadline reached
+            else:
+                self._failed(attempt, exc)
+            return None
         except Exception as exc:
             attempt.ended = self.now()
             self._failed(attempt, exc)
@@ -272,7 +282,7 @@ async def auto_connect(
         if len(queue) == 1 and race.attempt_timeout <= timeout:
             # One candidate, whose own deadline is the tighter: no race, no outer deadline.
             cand, provider, _doomed = queue.pop()
-            winner = await race.run_alone(cand, provider)
+            winner = await race.run_alone(cand, provider, timeout)
         elif queue:
             async with asyncio.timeout(timeout):
                 while queue or race.running:

@@ -208,6 +208,37 @@ async def test_connect_failure_lists_every_attempt(pair: tuple[Node, Node]) -> N
     assert "ConnectionRefusedError" in str(info.value)
 
 
+async def test_a_lone_attempt_that_runs_out_of_time_says_which_deadline(
+    pair: tuple[Node, Node],
+) -> None:
+    """A peer that accepts TCP but never answers the handshake: with the one candidate
+    under the overall deadline the trace says that deadline was reached; with a shorter
+    attempt deadline, that the attempt timed out."""
+    a, _b = pair
+    held: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda _r, w: held.append(w), "127.0.0.1", 0)
+    mute = NodeAddress(
+        public_key=keypair()[1],
+        machine_id=a.machine_id,
+        interfaces=(InterfaceAddress(nic_ip="127.0.0.1", port=silent.sockets[0].getsockname()[1]),),
+    ).encode()
+    try:
+        with pytest.raises(ConnectError) as overall:
+            await auto_connect(a, mute, methods=["direct"], timeout=0.3)
+        (attempt,) = overall.value.attempts
+        assert attempt.outcome == "cancelled"
+        assert attempt.error == "overall deadline of 0.3 s reached"
+        with pytest.raises(ConnectError) as own:
+            await auto_connect(a, mute, methods=["direct"], timeout=2, attempt_timeout=0.2)
+        (attempt,) = own.value.attempts
+        assert attempt.outcome == "failed" and attempt.error == "timed out after 0.2 s"
+    finally:
+        for writer in held:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
+
+
 async def test_connect_to_self_and_unknown_method_and_name(pair: tuple[Node, Node]) -> None:
     a, b = pair
     with pytest.raises(ConnectError, match="own"):
