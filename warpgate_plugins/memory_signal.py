@@ -65,8 +65,8 @@ class MemorySignal:
             result = handler(sender, payload)
             if inspect.isawaitable(result):
                 task = asyncio.ensure_future(result)
-                self._tasks.add(task)  # type: ignore[arg-type]
-                task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
 
 @hookimpl

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from warpgate.demo.runner import DemoReport
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "demo",
         help="two nodes on this machine, every traversal method, a table of results",

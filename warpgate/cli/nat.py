@@ -32,7 +32,7 @@ _FILTERING = {
 }
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "nat",
         help="classify the NAT in front of each interface (STUN, RFC 5780)",

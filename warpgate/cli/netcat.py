@@ -30,7 +30,7 @@ from warpgate.link.link import Link, LinkClosed
 DATA, END = b"d", b"e"
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(commands: argparse._SubParsersAction) -> None:
     listen = commands.add_parser(
         "listen",
         help="wait for one peer; stdin/stdout over the link (like nc -l)",

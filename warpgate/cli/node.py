@@ -14,7 +14,7 @@ from warpgate.node.node_defs import NODE_CONF, NODE_TEST_CONF
 from warpgate.sansio.address import NodeAddress
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "node",
         help="start a node and print its address; runs until Ctrl-C",

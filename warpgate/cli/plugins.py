@@ -14,7 +14,7 @@ from warpgate.plugin.manager import WarpgatePluginManager, make_plugin_manager
 from warpgate.plugin.types import ROLES
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "plugins",
         help="list, describe and check installed plugins",

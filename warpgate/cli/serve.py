@@ -99,7 +99,7 @@ def _add_pnp_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "serve",
         help="run infrastructure: PNP names + STUN + MQTT broker, or one of them",

@@ -41,7 +41,7 @@ ACK_TIMEOUT = 60.0
 RECV_QUEUE_LIMIT = 300  # more than a link queues for recv()
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(commands: argparse._SubParsersAction) -> None:
     send = commands.add_parser(
         "send",
         help="send a file to a peer running 'warpgate receive' (checksum verified)",

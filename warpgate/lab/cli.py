@@ -174,7 +174,7 @@ def _handle(func: Any) -> Any:
     return handler
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``lab`` and its sub-commands on the main CLI's sub-parsers."""
     from warpgate.lab.topology import PRESETS, NatMode
 

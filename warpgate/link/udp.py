@@ -226,7 +226,7 @@ class UdpLinks:
         finally:
             self._dials.pop(index, None)
 
-    async def _until(self, waiter: asyncio.Future, listener: Listener, packet: bytes, remote: Addr):  # type: ignore[no-untyped-def]
+    async def _until(self, waiter: asyncio.Future, listener: Listener, packet: bytes, remote: Addr):
         delay = RETRANSMIT_FIRST
         try:
             while True:

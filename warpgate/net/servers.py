@@ -69,7 +69,7 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
         self.queue: asyncio.Queue[tuple[bytes, Addr]] = asyncio.Queue(UDP_QUEUE_LIMIT)
         self.dropped = 0
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
         try:
             self.queue.put_nowait((data, (addr[0], addr[1])))
         except asyncio.QueueFull:

@@ -378,7 +378,7 @@ class Node:
         :func:`warpgate.auto_connect` for the options.  Returns the link."""
         from warpgate.connect import auto_connect
 
-        link, _method = await auto_connect(self, dest, **options)  # type: ignore[arg-type]
+        link, _method = await auto_connect(self, dest, **options)
         return link
 
     async def accept(self, timeout: float | None = None) -> Link:

@@ -190,7 +190,7 @@ class PnpServer:
                     if self.port or attempt == 9:
                         raise
                     continue
-                self._udp = transport  # type: ignore[assignment]
+                self._udp = transport
                 self.port = port
                 break
         except BaseException:
@@ -240,7 +240,7 @@ class PnpServer:
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
-            self._tasks.add(task)  # type: ignore[arg-type]
+            self._tasks.add(task)
         peer = writer.get_extra_info("peername") or ("?", 0)
         client = client_key(peer[0])
         held = self._tcp_clients.get(client, 0)
@@ -250,7 +250,7 @@ class PnpServer:
             log.info("PNP: refusing a TCP connection from %s (%d open from it, %d in all)",
                      peer[0], held, total)  # fmt: skip
             if task is not None:
-                self._tasks.discard(task)  # type: ignore[arg-type]
+                self._tasks.discard(task)
             writer.close()
             return
         self._tcp_clients[client] = held + 1
@@ -273,7 +273,7 @@ class PnpServer:
             else:
                 self._tcp_clients.pop(client, None)
             if task is not None:
-                self._tasks.discard(task)  # type: ignore[arg-type]
+                self._tasks.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 2.0)

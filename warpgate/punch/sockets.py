@@ -34,7 +34,7 @@ class _Protocol(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.queue: asyncio.Queue[tuple[bytes, Addr]] = asyncio.Queue(QUEUE_LIMIT)
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
         with contextlib.suppress(asyncio.QueueFull):  # a flood is dropped, not buffered
             self.queue.put_nowait((data, (addr[0], addr[1])))
 

@@ -54,7 +54,7 @@ class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, client: TurnClient) -> None:
         self.client = client
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
         self.client._datagram(data)
 
     def error_received(self, exc: Exception) -> None:
