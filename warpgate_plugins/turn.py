@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import secrets
 import time
@@ -37,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 from warpgate.connect import auto_connect
 from warpgate.errors import AddressError, WarpgateError
 from warpgate.interfaces import Candidate, Transport
-from warpgate.link.link import LinkClosed
 from warpgate.link.tcp import LinkConnection
 from warpgate.link.udp import UdpLink
 from warpgate.plugin import hookimpl
@@ -65,7 +65,7 @@ from warpgate.turn.addresses import (
 )
 from warpgate.turn.client import TurnClient
 from warpgate.turn.endpoint import RelayEndpoint
-from warpgate.turn.migrate import DIRECT_WAIT, MigratingLink
+from warpgate.turn.migrate import MigratingLink
 from warpgate.turn.tcp_relay import open_data_connection
 from warpgate.turn.upgrade import PathUpgrade
 
@@ -347,32 +347,22 @@ class TurnMethod:
         self._tie(link, client, client.aclose)
         if not migratable:
             return link
-        wrapper = MigratingLink(node, link)
-        node.spawn(self._move_to_direct(wrapper, peer, token), name="relay-first stream")
-        return wrapper
+        # This end dials the direct link, in the background, in every round (the
+        # wrapper's loop: at once, and again after each fallback).
+        return MigratingLink(node, link, dial=functools.partial(self._dial_direct, peer, token))
 
-    async def _move_to_direct(
-        self, wrapper: MigratingLink, peer: NodeAddress, token: bytes
-    ) -> None:
-        """Dial the peer directly in the background; when that works, move the relayed
-        stream link onto it."""
-        try:
-            direct, _ = await auto_connect(
-                self.node,
-                peer,
-                methods=["direct"],
-                transport="tcp",
-                intent=direct_intent(token),
-                timeout=float(self.node.conf["connect_timeout"]),
-            )
-        except (WarpgateError, OSError) as exc:
-            log.info("relayed stream link to %s stays relayed: %s", peer.public_key.hex()[:16], exc)
-            return
-        wrapper.offer_direct(direct)
-        try:
-            await wrapper.switch_sending()
-        except (TimeoutError, LinkClosed, ConnectionError) as exc:
-            log.info("relayed stream link could not move: %s", exc)
+    async def _dial_direct(self, peer: NodeAddress, token: bytes, round: int) -> Link:
+        """The direct link of ``round`` of a relay-first stream link (raises when there
+        is none in time)."""
+        direct, _ = await auto_connect(
+            self.node,
+            peer,
+            methods=["direct"],
+            transport="tcp",
+            intent=direct_intent(token, round),
+            timeout=float(self.node.conf["connect_timeout"]),
+        )
+        return direct
 
     async def _permit(self, client: TurnClient, peer: NodeAddress) -> None:
         ips = permit_ips(peer)
@@ -588,11 +578,16 @@ class TurnMethod:
                 return
             async with asyncio.timeout(float(node.conf["handshake_timeout"])):
                 inner = await relayed
-            wrapper = MigratingLink(node, inner)
+            token = offer.token
+            # The wait for the direct link of each round is the wrapper's, not this
+            # offer's (which counts against MAX_PROBING).
+            wrapper = MigratingLink(
+                node,
+                inner,
+                expect=lambda n: node.expect_inbound(direct_intent(token, n)),
+                first_direct=direct,
+            )
             node.adopt_link(wrapper, inbound=True)
-            # The wait for the direct link is the wrapper's, not this offer's (which
-            # counts against MAX_PROBING).
-            node.spawn(_hand_direct(wrapper, direct, node), name="await direct link")
             direct = None
         except TimeoutError:
             log.info("relay offer %s: no relayed link in time", offer.relayed)
@@ -607,20 +602,11 @@ class TurnMethod:
         self.probed[relayed] = now
 
 
-async def _hand_direct(wrapper: MigratingLink, direct: asyncio.Future[Link], node: Node) -> None:
-    """Give the wrapper the direct link the offerer dials, if it comes (bounded)."""
-    try:
-        async with asyncio.timeout(float(node.conf["connect_timeout"]) + DIRECT_WAIT):
-            wrapper.offer_direct(await direct)
-    except TimeoutError:
-        log.info("relayed stream link from %s stays relayed", wrapper.remote_key.hex()[:16])
-    finally:
-        direct.cancel()
-
-
-def direct_intent(token: bytes) -> bytes:
-    """The intent of the direct link that a migratable relayed link moves to."""
-    return b"direct:" + token
+def direct_intent(token: bytes, round: int = 0) -> bytes:
+    """The intent of the direct link that a migratable relayed link moves to in
+    ``round`` (round 0 as before rounds existed), so a link of another round is told
+    apart and closed."""
+    return b"direct:" + token + (b"#%d" % round if round else b"")
 
 
 async def _bind_quietly(client: TurnClient, peer: tuple[str, int]) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from warpgate import Node, auto_connect
 from warpgate.testing.turn_conf import turn_conf
+from warpgate.turn import migrate
 
 pytestmark = pytest.mark.lab
 
@@ -274,11 +275,18 @@ async def _stream_pump_until(stop: concurrent.futures.Future[None], link: Any, s
     side.replayed = link.replayed
 
 
-async def test_relayed_stream_link_falls_back_when_the_direct_path_dies(lab_factory: Any) -> None:
+@pytest.mark.parametrize("heal", [False, True], ids=["cut", "cut-then-healed"])
+async def test_relayed_stream_link_falls_back_when_the_direct_path_dies(
+    lab_factory: Any, monkeypatch: pytest.MonkeyPatch, heal: bool
+) -> None:
     """transport="tcp": the relayed stream link moves to a direct TCP link, then a
     firewall rule drops the direct path; both ends are back on the relay within 6.5 s,
     the messages the dead link swallowed are replayed there, and every message arrives
-    exactly once and in order, both ways."""
+    exactly once and in order, both ways.  ``heal``: the rule is then removed, and the
+    link moves to a new direct link (the retry shortened from 5 s to 2 s)."""
+    if heal:
+        monkeypatch.setattr(migrate, "RETRY_FIRST", 2.0)
+        monkeypatch.setattr(migrate, "RETRY_MAX", 4.0)
     lab = lab_factory(("port-restricted", "open"))
     a, pub = Side(), Side()
     address: concurrent.futures.Future[bytes] = concurrent.futures.Future()
@@ -331,6 +339,16 @@ async def test_relayed_stream_link_falls_back_when_the_direct_path_dies(lab_fact
                 next((t for t, k in pub.kinds if t > cut and k == "relay"), 99) - cut
             )
             await asyncio.sleep(1.5)  # traffic back on the relay
+            if heal:
+                await asyncio.to_thread(
+                    lab.exec, "nat_a", ["nft", "delete", "table", "inet", "wgtest"], check=True
+                )
+                healed = time.monotonic()
+                out["moved_again"] = await _until(
+                    lambda: _kind(a) == "direct" and _kind(pub) == "direct", 20
+                )
+                out["moved_again_after"] = round(time.monotonic() - healed, 2)
+                await asyncio.sleep(1.0)  # traffic on the new direct link
         finally:
             stop.set_result(None)
         return out
@@ -358,3 +376,7 @@ async def test_relayed_stream_link_falls_back_when_the_direct_path_dies(lab_fact
     assert pub.received == list(range(a.sent)), (a.sent, pub.received[-5:])
     assert a.received == list(range(pub.sent)), (pub.sent, a.received[-5:])
     assert a.replayed + pub.replayed > 0, "what the dead link swallowed came by the relay"
+    if heal:
+        assert out["moved_again"], (a.kinds, pub.kinds)
+        for side in (a, pub):
+            assert [k for _, k in side.kinds][-3:] == ["direct", "relay", "direct"], side.kinds

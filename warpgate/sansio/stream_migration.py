@@ -7,6 +7,8 @@ kind byte::
     0x01 SWITCH  (no body): the sender's last message on the relay before the direct link
     0x02 ACK     | version (1) | u64 count of DATA messages the sender has delivered
     0x03 RESUME  | version (1) | u64 sequence number of the next DATA message on this link
+    0x04 ROUND   | version (1) | u64 round: the dialling end is about to dial the direct
+                   link of this round (the other end echoes it once it expects that link)
 
 DATA messages carry no number of their own: both inner links are reliable and ordered,
 so the n-th DATA message a side sends has sequence number n (from 0) on whichever inner
@@ -15,6 +17,8 @@ falls back from a dead direct link to the relay does it say where its replay sta
 (RESUME), so the receiver can drop what it already delivered.  The version byte of the
 control messages lets a later build change their bodies; a peer that sends a kind or
 version this build does not know gets a :class:`StreamHeaderError`, never a guess.
+ROUND came with moving direct again after a fallback; the first move (round 0) needs
+none, so a link that moves once reads the same on the wire as before it existed.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ DATA = 0
 SWITCH = 1
 ACK = 2
 RESUME = 3
+ROUND = 4
 VERSION = 1
 
 DATA_HEADER = bytes([DATA])
@@ -39,7 +44,8 @@ class StreamHeaderError(ValueError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Header:
-    """A parsed message: its kind, the counter of ACK and RESUME, the body of DATA."""
+    """A parsed message: its kind, the counter of ACK, RESUME and ROUND, the body of
+    DATA."""
 
     kind: int
     value: int = 0
@@ -58,6 +64,10 @@ def encode_resume(next_seq: int) -> bytes:
     return _COUNTER.pack(RESUME, VERSION, next_seq)
 
 
+def encode_round(number: int) -> bytes:
+    return _COUNTER.pack(ROUND, VERSION, number)
+
+
 def decode(message: bytes) -> Header:
     """Parse one message.
 
@@ -72,7 +82,7 @@ def decode(message: bytes) -> Header:
         if len(message) != 1:
             raise StreamHeaderError(f"switch message of {len(message)} bytes, expected 1")
         return Header(SWITCH)
-    if kind in (ACK, RESUME):
+    if kind in (ACK, RESUME, ROUND):
         if len(message) < 2:
             raise StreamHeaderError(f"message kind {kind} without a version byte")
         if message[1] != VERSION:

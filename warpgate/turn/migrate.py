@@ -33,6 +33,32 @@ A RESUME that arrives on the relay makes the other end fall back at once (it nee
 wait for its own timer).  The receiver drops the replayed messages it already delivered,
 so each message is delivered once and in order.  ``link.path`` follows the sending
 direction and the ``warpgate_link_path_changed`` hook fires on every move.
+
+**Moving direct again.**  A fallback ends a *round*; the link then tries again, as
+often as it takes, until it closes.  The offering end (the one that made the relay
+allocation and dials in round 0) is the only one that dials, so the two ends never race
+two direct links.  It waits :data:`RETRY_FIRST` s after the fallback, then
+:data:`RETRY_FIRST` doubled per round that failed again, at most :data:`RETRY_MAX` s
+(back to :data:`RETRY_FIRST` after a direct link that lasted :data:`RETRY_MAX` s).
+Round *n* (n >= 1) starts with ROUND(n) on the relay; the other end reads it after
+everything the dialler sent in round n-1 (its RESUME included), resets its per-round
+state, begins to expect the direct link of round n (intent derived from the offer's
+token and *n*) and echoes ROUND(n); the dialler resets its own state when it reads the
+echo -- after everything the other end sent in round n-1 -- and only then dials, under a
+timeout, one attempt at a time; from there the round is the first move over again
+(SWITCH each way).  Per-round state is the switch flags, the direct link and its
+watchers and the fallback flag; the message numbering (sequence numbers,
+acknowledgements, the replay buffer) carries on across rounds, which is what lets a
+RESUME of any round name any message.  A direct link of an earlier round that arrives
+late (or a second one of a round, from a raced dial) is closed, never adopted: each
+round's intent stays claimed for :data:`STALE_GRACE` s after the round took its link or
+was given up.  A link whose first direct dial failed stays relayed (no direct path is
+known to exist); only a link that was direct once keeps trying.
+
+**The standby lost.**  When the relayed link dies while the data runs on the direct
+link, the link stays direct (logged) without a standby; if the direct link then dies
+too the link closes, saying both reasons.  No new relay allocation is made, so no
+further rounds are tried.
 """
 
 from __future__ import annotations
@@ -42,8 +68,10 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from warpgate.errors import WarpgateError
 from warpgate.link.link import Link, LinkClosed
 from warpgate.sansio import stream_migration as sm
 from warpgate.sansio.link_records import Record
@@ -71,12 +99,41 @@ PING_INTERVAL = 0.5
 DEAD_AFTER = 5.0
 #: The standby relayed link is pinged this often so NATs and the relay keep it.
 STANDBY_KEEPALIVE = 10.0
+#: Moving direct again after a fallback: the first try this long after it, doubling per
+#: round that failed again, at most RETRY_MAX (read at use, so tests may shorten them).
+RETRY_FIRST = 5.0
+RETRY_MAX = 60.0
+#: How long the dialler waits for the echo of ROUND, and for one direct dial.
+ROUND_WAIT = 10.0
+DIAL_WAIT = 30.0
+#: How long the other end expects a round's direct link (the dialler dials within
+#: DIAL_WAIT of the round's start); then it gives the round up.
+EXPECT_WAIT = DIAL_WAIT + ROUND_WAIT
+#: How long a round's intent stays claimed (late links of it closed) after the round
+#: took its direct link or was given up.
+STALE_GRACE = 60.0
+
+#: The dialling end: dial the direct link of round n (raises when there is none).
+Dial = Callable[[int], Awaitable[Link]]
+#: The other end: a future for the inbound direct link of round n.
+Expect = Callable[[int], asyncio.Future[Link]]
 
 
 class MigratingLink(Link[Record]):
     """A link over an inner relayed link that can move to a direct one and back."""
 
-    def __init__(self, node: Node, relayed: Link) -> None:
+    def __init__(
+        self,
+        node: Node,
+        relayed: Link,
+        *,
+        dial: Dial | None = None,
+        expect: Expect | None = None,
+        first_direct: asyncio.Future[Link] | None = None,
+    ) -> None:
+        """``dial`` on the offering end (it dials every round), ``expect`` and the
+        round-0 ``first_direct`` future on the other; neither for a link that only
+        moves when :meth:`offer_direct` is called."""
         super().__init__(
             codec=relayed._codec,
             remote_key=relayed.remote_key,
@@ -90,6 +147,16 @@ class MigratingLink(Link[Record]):
         self._send_link = relayed
         self._read_link = relayed
         self._direct: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
+        # Rounds of moving direct (see the module docstring).
+        self._dial = dial
+        self._expect = expect
+        self.direct_round = 0
+        self._round_wanted = -1  # the dialler: the round whose echo it waits for
+        self._echo: asyncio.Future[None] | None = None
+        self._expecting: asyncio.Future[Link] | None = None
+        self._guards: set[asyncio.Task[None]] = set()
+        self._falling: asyncio.Task[None] | None = None
+        self._round_over = asyncio.Event()
         self._sent_switch = False
         self._got_switch = False
         self._send_lock = asyncio.Lock()
@@ -121,17 +188,91 @@ class MigratingLink(Link[Record]):
             asyncio.create_task(self._acknowledge(), name="migrating link acks"),
             asyncio.create_task(self._watch_direct(), name="migrating link liveness"),
         ]
+        if dial is not None:
+            self._tasks.append(asyncio.create_task(self._upgrade(), name="moving direct"))
+        if first_direct is not None:
+            self._take_expected(first_direct, 0)
 
     # -- moving to direct -----------------------------------------------------------
 
-    def offer_direct(self, link: Link) -> None:
-        """The direct link to the same peer (authenticated on its own)."""
+    def offer_direct(self, link: Link, round: int | None = None) -> None:
+        """The direct link of ``round`` (default: the current one) to the same peer
+        (authenticated on its own).  A link of another round, or a second one, or one
+        that comes after the round fell back, is closed."""
         if link.remote_key != self.remote_key:
             raise ValueError("the direct link goes to another peer")
-        if self._direct.done() or self.closed or self._fallen:
+        if round is None:
+            round = self.direct_round
+        if round != self.direct_round or self._direct.done() or self.closed or self._fallen:
+            log.info(
+                "link %s: closed a direct link of round %d (now in round %d)",
+                self.remote_key.hex()[:16],
+                round,
+                self.direct_round,
+            )
             self.node.spawn(link.close("not needed"), name="close spare direct link")
             return
         self._direct.set_result(link)
+
+    def _take_expected(self, fut: asyncio.Future[Link], round: int) -> None:
+        """The other end: hand the link of ``round`` to the wrapper when it comes."""
+        self._expecting = fut
+
+        def arrived(f: asyncio.Future[Link]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                return
+            self.offer_direct(f.result(), round)
+            self._guard(round)
+
+        fut.add_done_callback(arrived)
+        asyncio.get_running_loop().call_later(EXPECT_WAIT, self._expire, fut)
+
+    def _expire(self, fut: asyncio.Future[Link]) -> None:
+        if self._expecting is fut and not fut.done():
+            log.info(
+                "link %s: no direct link came in round %d",
+                self.remote_key.hex()[:16],
+                self.direct_round,
+            )
+            self._give_up_expected()
+
+    def _give_up_expected(self) -> None:
+        fut, self._expecting = self._expecting, None
+        if fut is not None and not fut.done():
+            fut.cancel()
+            self._guard(self.direct_round)
+
+    def _guard(self, round: int) -> None:
+        """Claim ``round``'s intent for STALE_GRACE s: whatever still comes with it
+        (a late link of a given-up round, a second link of a raced dial) is closed
+        rather than queued for ``accept()``."""
+        if self._expect is None or self.closed:
+            return
+        # A task, not a registration made here: the node drops a cancelled
+        # expectation's intent in a callback that runs soon; the task's first step runs
+        # after it, so its own claim of the same intent is not dropped with it.
+        task = asyncio.create_task(self._close_stale(round), name="stale direct links")
+        self._guards.add(task)
+        task.add_done_callback(self._guards.discard)
+
+    async def _close_stale(self, round: int) -> None:
+        assert self._expect is not None
+        deadline = asyncio.get_running_loop().time() + STALE_GRACE
+        for _ in range(64):  # bounded: a flood of stale links ends the guard
+            fut = self._expect(round)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    link = await fut
+            except TimeoutError:
+                return
+            finally:
+                fut.cancel()
+            log.info(
+                "link %s: closed a stale direct link of round %d",
+                self.remote_key.hex()[:16],
+                round,
+            )
+            self.node.spawn(link.close("stale direct link"), name="close stale direct link")
 
     async def switch_sending(self) -> None:
         """Send *switch* on the relay and everything after it on the direct link."""
@@ -141,6 +282,7 @@ class MigratingLink(Link[Record]):
             direct = await self._await_direct()
             if direct is None:  # the direct link died while we waited
                 return
+            # SWITCH, not a numbered one: both ends know the round (ROUND said it).
             await self.relayed.send(SWITCH)
             self._sent_switch = True
             self._send_link = direct
@@ -185,6 +327,7 @@ class MigratingLink(Link[Record]):
         if self._fallen or self.closed:
             return
         self._fallen = True
+        self._round_over.set()
         self.fallback_reason = why
         direct = self._direct_link()
         if direct is not None:
@@ -197,7 +340,7 @@ class MigratingLink(Link[Record]):
             self.node.spawn(direct.close(f"fell back to the relay: {why}"), name="drop direct")
         else:
             self._direct.cancel()
-        self.node.spawn(self._fall_back(why), name="fall back to the relay")
+        self._falling = self.node.spawn(self._fall_back(why), name="fall back to the relay")
 
     async def _fall_back(self, why: str) -> None:
         if self.relayed.closed:
@@ -259,6 +402,132 @@ class MigratingLink(Link[Record]):
         if watcher is not None:
             watcher.cancel()  # a cancelled recv() leaves its message in the queue
             await asyncio.gather(watcher, return_exceptions=True)
+
+    # -- moving direct again ---------------------------------------------------------
+
+    async def _upgrade(self) -> None:
+        """The dialling end: round 0 at once; after each fallback, another round after
+        the backoff, until the link closes (or its relay is gone)."""
+        assert self._dial is not None
+        round, delay = 0, RETRY_FIRST
+        while not self.closed:
+            if round > 0:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                if self.relayed.closed:
+                    log.info("link %s: no relay left, no more rounds", self.remote_key.hex()[:16])
+                    return
+                if not await self._start_round(round):
+                    round += 1
+                    continue
+            try:
+                async with asyncio.timeout(DIAL_WAIT):
+                    direct = await self._dial(round)
+            except (WarpgateError, OSError, TimeoutError, LinkClosed) as exc:
+                log.info(
+                    "link %s: no direct link in round %d: %s",
+                    self.remote_key.hex()[:16],
+                    round,
+                    exc,
+                )
+                if round == 0:
+                    return  # no direct path is known to exist: stay relayed
+                round += 1
+                continue
+            self.offer_direct(direct, round)
+            try:
+                await self.switch_sending()
+            except (TimeoutError, LinkClosed, ConnectionError) as exc:
+                log.info("relayed stream link could not move: %s", exc)
+            began = time.monotonic()
+            closed = asyncio.ensure_future(self._closed.wait())
+            over = asyncio.ensure_future(self._round_over.wait())
+            try:
+                await asyncio.wait([closed, over], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closed.cancel()
+                over.cancel()
+            if time.monotonic() - began >= RETRY_MAX:
+                delay = RETRY_FIRST  # it was direct for long: a new failure starts over
+            round += 1
+
+    async def _settle(self) -> bool:
+        """Wait (bounded) until this end's last fallback is done and both directions
+        run on the relay."""
+        for _ in range(int(DIRECT_WAIT / 0.05)):
+            if self.closed or self.relayed.closed:
+                return False
+            falling = self._falling
+            if falling is not None and not falling.done():
+                await asyncio.wait([falling], timeout=DIRECT_WAIT)
+                continue
+            if self._send_link is self.relayed and self._read_link is self.relayed:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def _start_round(self, round: int) -> bool:
+        """The dialler: ROUND(round) on the relay, then wait for the echo (the reader
+        resets the round state when it reads it).  False: no round now."""
+        if not await self._settle():
+            return False
+        self._round_wanted = round
+        self._echo = asyncio.get_running_loop().create_future()
+        try:
+            async with self._send_lock:
+                await self.relayed.send(sm.encode_round(round))
+            async with asyncio.timeout(ROUND_WAIT):
+                await self._echo
+        except (TimeoutError, LinkClosed) as exc:
+            log.info(
+                "link %s: round %d not started: %s",
+                self.remote_key.hex()[:16],
+                round,
+                exc or "no echo",
+            )
+            return False
+        finally:
+            self._echo = None
+        return True
+
+    async def _on_round(self, round: int) -> None:
+        """ROUND read on the relay (everything the peer sent before it was read too)."""
+        if self._dial is not None:  # the echo of our ROUND
+            if round == self._round_wanted and self._echo is not None and not self._echo.done():
+                await self._new_round(round)
+                self._echo.set_result(None)
+            return  # an echo we gave up on
+        if round <= self.direct_round:
+            raise sm.StreamHeaderError(f"round {round} after round {self.direct_round}")
+        if not self._fallen and (self._sent_switch or self._got_switch):
+            raise sm.StreamHeaderError(f"round {round} while round {self.direct_round} is direct")
+        falling = self._falling
+        if falling is not None and not falling.done():
+            await asyncio.wait([falling])  # our RESUME goes before our echo
+        self._give_up_expected()
+        await self._new_round(round)
+        if self._expect is not None:
+            self._take_expected(self._expect(round), round)
+        async with self._send_lock:
+            await self.relayed.send(sm.encode_round(round))
+
+    async def _new_round(self, round: int) -> None:
+        """Reset the per-round state; the message numbering carries on."""
+        await self._stop_watcher()
+        async with self._send_lock:
+            old = self._direct_link()
+            if old is not None:
+                self.node.spawn(old.close("a new round"), name="close old direct link")
+            elif not self._direct.done():
+                self._direct.cancel()
+            self._direct = asyncio.get_running_loop().create_future()
+            self.direct_round = round
+            self._sent_switch = self._got_switch = self._fallen = False
+            self._round_over.clear()
+            self._standby_msg = None
+            self._direct_since = 0.0
+            self._falling = None
+        log.info("link %s: round %d of moving direct", self.remote_key.hex()[:16], round)
 
     # -- liveness: the inner links' ------------------------------------------------
 
@@ -361,9 +630,11 @@ class MigratingLink(Link[Record]):
         self._mark_closed(why)
         self._room.set()
         current = asyncio.current_task()
-        for task in [self._reader, self._watcher, *self._tasks]:
+        for task in [self._reader, self._watcher, *self._tasks, *self._guards]:
             if task is not None and task is not current:
                 task.cancel()
+        if self._expecting is not None:
+            self._expecting.cancel()
         # The standby first: a peer that sees the direct link close by a CLOSE record
         # ends its wrapper too, rather than falling back to a relay we are closing.
         links = [self.relayed]
@@ -439,6 +710,8 @@ class MigratingLink(Link[Record]):
                     if self._read_link is self.relayed and not self._got_switch:
                         await self._follow_switch()
                     # A switch that crossed our fallback: the peer's RESUME follows.
+                elif head.kind == sm.ROUND:
+                    await self._on_round(head.value)
         except LinkClosed as exc:
             if self._read_link is self.relayed:
                 reason = self.relayed._close_reason or str(exc)
