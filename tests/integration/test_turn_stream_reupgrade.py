@@ -150,3 +150,65 @@ async def test_a_direct_link_of_an_earlier_round_is_closed_not_adopted(coturn: C
         inbound.offer_direct(mirror, 0)
         assert await until(lambda: mirror.closed and other.closed, 5)
         assert inbound._direct.result() is current
+
+
+@pytest.mark.parametrize("hostile", ["rounds too fast", "a round far ahead"])
+async def test_rounds_a_peer_makes_up_close_the_link(coturn: Coturn, hostile: str) -> None:
+    """Only the dialler starts rounds, one at a time and at least RETRY_FIRST apart: a
+    peer sending ROUNDs faster, or one far ahead of the current round, is refused (the
+    link closes with a protocol error) instead of making us set up work for each."""
+    from warpgate.sansio import stream_migration as sm
+
+    async with _turn_pair(coturn) as (a, b):
+        link: Any
+        link, _ = await auto_connect(a, b.address(), methods=["turn"], timeout=8)
+        inbound: Any = await b.accept(timeout=3)
+        assert await until(lambda: link.on_direct and inbound.on_direct, 10)
+        for task in list(link._tasks):  # the honest dialler stops starting rounds
+            if task.get_name() == "moving direct":
+                task.cancel()
+        _abort_direct(link)
+        assert await until(lambda: link.path.kind == "relay" == inbound.path.kind, 10)
+        if hostile == "rounds too fast":
+            await link.relayed.send(sm.encode_round(1))
+            await link.relayed.send(sm.encode_round(2))
+        else:
+            await link.relayed.send(sm.encode_round(inbound.direct_round + 1000))
+        assert await until(lambda: inbound.closed, 5)
+        assert "round" in inbound._close_reason, inbound._close_reason
+        assert len(inbound._guards) <= migrate.MAX_GUARDS
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_an_echo_given_up_on_while_waiting_to_send_does_not_end_the_link(
+    coturn: Coturn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dialler gives up on a round's echo while its reader waits for the send lock
+    (held by a sender blocked on a full relay): the late echo is stale, and the link
+    carries on (it used to end with an AttributeError in the reader)."""
+    from warpgate.sansio import stream_migration as sm
+
+    monkeypatch.setattr(migrate, "ROUND_WAIT", 0.3)
+    async with _turn_pair(coturn) as (a, b):
+        link: Any
+        link, _ = await auto_connect(a, b.address(), methods=["turn"], timeout=8)
+        inbound: Any = await b.accept(timeout=3)
+        assert await until(lambda: link.on_direct and inbound.on_direct, 10)
+        send = link.relayed.send
+        holding: list[asyncio.Task[None]] = []
+
+        async def hold_the_lock() -> None:
+            async with link._send_lock:
+                await asyncio.sleep(0.6)
+
+        async def send_then_block(msg: bytes) -> None:
+            await send(msg)
+            if msg[:1] == bytes([sm.ROUND]) and not holding:
+                holding.append(asyncio.ensure_future(hold_the_lock()))
+
+        link.relayed.send = send_then_block
+        _abort_direct(link)
+        await asyncio.sleep(2)
+        assert not link.closed and not inbound.closed, (link._close_reason, inbound._close_reason)
+        await link.send(b"still here")
+        assert await inbound.recv(5) == b"still here"

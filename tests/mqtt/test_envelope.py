@@ -307,6 +307,29 @@ def test_receipts_prove_receipt_and_cannot_be_forged() -> None:
             parse_receipt(bad)
 
 
+def test_replay_cache_heaps_stay_the_size_of_what_they_hold() -> None:
+    """Lazy deletion must not let the heaps grow with traffic (a review finding): an
+    honest sender for a day, a flood from one key."""
+    cache = ReplayCache(window=120, max_entries=1000)
+    for i in range(20000):
+        cache.check_and_add(ALICE_PUB, i.to_bytes(4, "big"), NOW + i, NOW + i)
+    assert len(cache._sender_heaps[ALICE_PUB]) <= 2 * len(cache) + 64
+    mallory = b"M" * 33
+    for i in range(20000):
+        cache.check_and_add(mallory, i.to_bytes(4, "big"), NOW + 20100 + i / 1000, NOW + 20000)
+    assert len(cache._heap) <= 2 * len(cache) + 64
+    assert len(cache._sender_heaps[mallory]) <= 2 * cache.per_sender + 64
+
+
+def test_a_refused_envelope_evicts_nothing() -> None:
+    cache = ReplayCache(window=120, max_entries=8, per_sender=2)
+    cache.check_and_add(ALICE_PUB, b"a", NOW + 5, NOW)
+    cache.check_and_add(ALICE_PUB, b"b", NOW + 6, NOW)
+    with pytest.raises(EnvelopeReplayed):  # older than all Alice's: making room would refuse it
+        cache.check_and_add(ALICE_PUB, b"c", NOW + 1, NOW)
+    assert len(cache) == 2 and cache.floor_for(ALICE_PUB) < NOW
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(

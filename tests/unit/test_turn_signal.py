@@ -134,17 +134,19 @@ def test_fuzz_offer_and_answer_parsers(data: bytes) -> None:
 # --- where an offer may send us ------------------------------------------------------
 
 
-def _offer(relayed: str, server: str | None = None) -> ts.RelayOffer:
+def _offer(relayed: str, server: str | None = None, port: int = 40000) -> ts.RelayOffer:
     return ts.RelayOffer(
         bytes(16),
-        (relayed, 40000),
+        (relayed, port),
         "udp",
         server=(server, 3478) if server else None,
         answer_wanted=server is not None,
     )
 
 
-@pytest.mark.parametrize("relayed", ["127.0.0.1", "::1", "0.0.0.0", "169.254.9.9", "224.0.0.5"])
+@pytest.mark.parametrize(
+    "relayed", ["127.0.0.1", "::1", "0.0.0.0", "169.254.9.9", "224.0.0.5", "::ffff:127.0.0.1"]
+)
 def test_offer_never_aims_at_loopback_or_link_local(relayed: str) -> None:
     for public in (True, False):
         assert offer_refusal(_offer(relayed), own_servers=[], we_are_public=public)
@@ -168,3 +170,17 @@ def test_offer_server_to_answer_is_checked_too() -> None:
     offer = _offer("9.9.9.9", server="127.0.0.1")
     assert "127.0.0.1" in offer_refusal(offer, own_servers=[], we_are_public=False)
     assert offer_refusal(offer, own_servers=[("127.0.0.1", 3478)], we_are_public=False) == ""
+
+
+def test_on_our_own_relays_host_only_relay_ports_and_our_server() -> None:
+    """Trusting our own relay's host is no licence to aim us at its other services."""
+    own = [("127.0.0.1", 3478)]
+    for port in (22, 6379, 11211):
+        why = offer_refusal(_offer("127.0.0.1", port=port), own_servers=own, we_are_public=False)
+        assert "no relay port" in why
+    offer = ts.RelayOffer(
+        bytes(16), ("9.9.9.9", 40000), "udp", server=("127.0.0.1", 11211), answer_wanted=True
+    )
+    assert offer_refusal(offer, own_servers=own, we_are_public=False)
+    mapped = _offer("::ffff:127.0.0.1")
+    assert offer_refusal(mapped, own_servers=own, we_are_public=False) == ""  # it is ours

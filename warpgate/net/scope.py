@@ -43,6 +43,8 @@ def not_a_target(ip: IP, *, we_are_public: bool) -> str:
     private (or shared, CGNAT) address is one only when we are not on the public internet
     either (``we_are_public``): both peers then sit in the same private realm.  Otherwise
     anyone could aim us at our own machine or LAN."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:a.b.c.d reaches the IPv4 host a.b.c.d
     if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_link_local:
         return f"{ip} is not an address a peer can have"
     if ip.is_reserved:

@@ -396,7 +396,13 @@ class Node:
         """A future for the inbound link that will carry ``intent`` (reverse connect)."""
         fut: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
         self._awaited_intents[intent] = fut
-        fut.add_done_callback(lambda _f: self._awaited_intents.pop(intent, None))
+
+        def done(_f: asyncio.Future[Link]) -> None:
+            # Only this expectation's own entry: a newer one for the same intent stays.
+            if self._awaited_intents.get(intent) is fut:
+                del self._awaited_intents[intent]
+
+        fut.add_done_callback(done)
         return fut
 
     def adopt_link(self, link: Link, *, inbound: bool) -> None:

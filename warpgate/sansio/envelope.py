@@ -565,11 +565,13 @@ class ReplayCache:
             raise ValueError("per_sender must be positive")
         self._seen: dict[tuple[bytes, bytes], float] = {}
         # Oldest first, with lazy deletion: an item whose entry is gone (or was re-added
-        # with another timestamp) is skipped when popped.
+        # with another timestamp) is skipped when popped; a heap grown to twice its live
+        # items (and 64 more) is rebuilt, so none outgrows what it holds.
         self._heap: list[tuple[float, tuple[bytes, bytes]]] = []
         self._sender_heaps: dict[bytes, list[tuple[float, bytes]]] = {}
         self._counts: dict[bytes, int] = {}
         self._floors: dict[bytes, float] = {}
+        self._floor_heap: list[tuple[float, bytes]] = []  # lowest floor first, lazy
         self._floor = float("-inf")  # for everyone: only when too many senders have floors
 
     def __len__(self) -> int:
@@ -596,19 +598,25 @@ class ReplayCache:
             if self._seen.get(entry) == ts:
                 self._forget(entry)
 
-    def _evict(self, entry: tuple[bytes, bytes], now: float) -> None:
+    def _evict(self, entry: tuple[bytes, bytes]) -> None:
         """Make room by forgetting ``entry``; its sender's floor rises to its timestamp."""
         ts = self._seen[entry]
         self._forget(entry)
         sender = entry[0]
-        self._floors[sender] = max(self._floors.get(sender, float("-inf")), ts)
-        if len(self._floors) > self.max_entries:
-            horizon = now - self.window
-            for stale in [k for k, floor in self._floors.items() if floor < horizon]:
-                del self._floors[stale]
-            while len(self._floors) > self.max_entries:
-                lowest = min(self._floors, key=self._floors.__getitem__)
-                self._floor = max(self._floor, self._floors.pop(lowest))
+        if ts > self._floors.get(sender, float("-inf")):
+            self._floors[sender] = ts
+            heapq.heappush(self._floor_heap, (ts, sender))
+        while len(self._floors) > self.max_entries:
+            # The lowest floor goes; one not below the horizon is folded into the floor
+            # for everyone (the last resort: it fails closed for all).
+            floor, lowest = heapq.heappop(self._floor_heap)
+            if self._floors.get(lowest) != floor:
+                continue  # stale item: that floor was raised or dropped since
+            del self._floors[lowest]
+            self._floor = max(self._floor, floor)
+        if len(self._floor_heap) > 2 * len(self._floors) + 64:
+            self._floor_heap = [(f, k) for k, f in self._floors.items()]
+            heapq.heapify(self._floor_heap)
 
     def _oldest_of(self, sender: bytes) -> tuple[bytes, bytes]:
         heap = self._sender_heaps[sender]
@@ -625,6 +633,20 @@ class ReplayCache:
                 return entry
             heapq.heappop(self._heap)
 
+    def _make_room_for(self, sender: bytes, timestamp: float) -> None:
+        """Evict what must go for one more entry of ``sender``; refuse (before evicting
+        anything of its own) when that would raise its floor to ``timestamp`` or past."""
+        if self._counts.get(sender, 0) >= self.per_sender:
+            own = self._oldest_of(sender)
+            if self._seen[own] >= timestamp:
+                raise EnvelopeReplayed("envelope is older than the replay cache remembers")
+            self._evict(own)
+        while len(self._seen) >= self.max_entries:
+            oldest = self._oldest()
+            if oldest[0] == sender and self._seen[oldest] >= timestamp:
+                raise EnvelopeReplayed("envelope is older than the replay cache remembers")
+            self._evict(oldest)
+
     def check_and_add(self, sender: bytes, nonce: bytes, timestamp: float, now: float) -> None:
         """Record the envelope; raise :class:`EnvelopeReplayed` if already seen."""
         self._expire(now)
@@ -634,13 +656,20 @@ class ReplayCache:
             raise EnvelopeReplayed("envelope was already received (replay or duplicate)")
         if timestamp <= self.floor_for(sender):
             raise EnvelopeReplayed("envelope is older than the replay cache remembers")
-        if self._counts.get(sender, 0) >= self.per_sender:
-            self._evict(self._oldest_of(sender), now)
-        while len(self._seen) >= self.max_entries:
-            self._evict(self._oldest(), now)
-        if timestamp <= self.floor_for(sender):  # making room may have raised it
-            raise EnvelopeReplayed("envelope is older than the replay cache remembers")
+        self._make_room_for(sender, timestamp)
         self._seen[entry] = timestamp
         self._counts[sender] = self._counts.get(sender, 0) + 1
         heapq.heappush(self._heap, (timestamp, entry))
-        heapq.heappush(self._sender_heaps.setdefault(sender, []), (timestamp, entry[1]))
+        heap = self._sender_heaps.setdefault(sender, [])
+        heapq.heappush(heap, (timestamp, entry[1]))
+        if len(heap) > 2 * self._counts[sender] + 64:
+            self._sender_heaps[sender] = self._live_heap(sender)
+        if len(self._heap) > 2 * len(self._seen) + 64:
+            self._heap = [(ts, e) for e, ts in self._seen.items()]
+            heapq.heapify(self._heap)
+
+    def _live_heap(self, sender: bytes) -> list[tuple[float, bytes]]:
+        seen = self._seen
+        heap = [(ts, n) for ts, n in self._sender_heaps[sender] if seen.get((sender, n)) == ts]
+        heapq.heapify(heap)
+        return heap

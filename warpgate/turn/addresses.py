@@ -80,22 +80,39 @@ def listener_for(node: Node, ip_text: str) -> Listener | None:
     return usable[0] if usable else None
 
 
+# A TURN server hands out relayed ports from a high range (coturn: 49152-65535 by
+# default; 40000-48000 for the loopback coturn of the tests).  On a host that is one of
+# our own relays, only such ports are taken on trust: below it live the services (ssh,
+# databases, web servers) an offer must not aim us at.
+RELAY_PORT_FLOOR = 32768
+
+
 def offer_refusal(
     offer: RelayOffer, *, own_servers: list[tuple[str, int]], we_are_public: bool
 ) -> str:
     """Why we must not act on ``offer`` ("" when we may): it names where we will send, the
     relayed address (and, when it wants an answer, the TURN server we ask for our
-    address), and anyone with a key can send one.  An address of a TURN server we use
-    ourselves is always fine (a relay on loopback or on the LAN is then ours too);
-    any other must pass :func:`~warpgate.net.scope.not_a_target`."""
-    ours = {_ip(host) for host, _port in own_servers} - {None}
-    named = [offer.relayed] + ([offer.server] if offer.answer_wanted and offer.server else [])
-    for host, _port in named:
+    address), and anyone with a key can send one.
+
+    On one of our own TURN servers' hosts (a relay on loopback or on the LAN is then ours
+    too) the relayed address is fine from :data:`RELAY_PORT_FLOOR` up, and the server to
+    ask must be exactly one of ours; any other address must pass
+    :func:`~warpgate.net.scope.not_a_target`."""
+    ours = {(ip, port) for ip, port in ((_ip(h), p) for h, p in own_servers) if ip is not None}
+    our_hosts = {ip for ip, _port in ours}
+    named = [(offer.relayed, "relayed")]
+    if offer.answer_wanted and offer.server:
+        named.append((offer.server, "server"))
+    for (host, port), role in named:
         ip = _ip(host)
         if ip is None:
             return f"{host!r} is not an IP address"
-        if ip in ours:
-            continue
+        if ip in our_hosts:
+            if role == "server" and (ip, port) in ours:
+                continue
+            if role == "relayed" and port >= RELAY_PORT_FLOOR:
+                continue
+            return f"{host}:{port} is on our own relay's host but is no relay port"
         if why := not_a_target(ip, we_are_public=we_are_public):
             return why
     return ""
@@ -103,6 +120,9 @@ def offer_refusal(
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(text)
+        ip = ipaddress.ip_address(text)
     except ValueError:
         return None
+    # ::ffff:a.b.c.d is the IPv4 host it maps: judge (and compare) it as that.
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return mapped or ip

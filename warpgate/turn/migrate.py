@@ -112,6 +112,11 @@ EXPECT_WAIT = DIAL_WAIT + ROUND_WAIT
 #: How long a round's intent stays claimed (late links of it closed) after the round
 #: took its direct link or was given up.
 STALE_GRACE = 60.0
+#: Rounds whose late links are still watched for; older claims are dropped first.
+MAX_GUARDS = 4
+#: How far ahead of the current round a peer's ROUND may be (the dialler skips a round
+#: only when it gave up on its echo); more is refused, and closes the link.
+MAX_ROUND_GAP = 8
 
 #: The dialling end: dial the direct link of round n (raises when there is none).
 Dial = Callable[[int], Awaitable[Link]]
@@ -154,7 +159,8 @@ class MigratingLink(Link[Record]):
         self._round_wanted = -1  # the dialler: the round whose echo it waits for
         self._echo: asyncio.Future[None] | None = None
         self._expecting: asyncio.Future[Link] | None = None
-        self._guards: set[asyncio.Task[None]] = set()
+        self._guards: list[asyncio.Task[None]] = []  # oldest first
+        self._last_round_at = float("-inf")  # when the peer's last ROUND was read
         self._falling: asyncio.Task[None] | None = None
         self._round_over = asyncio.Event()
         self._sent_switch = False
@@ -241,6 +247,10 @@ class MigratingLink(Link[Record]):
         if fut is not None and not fut.done():
             fut.cancel()
             self._guard(self.direct_round)
+            if not self._direct.done():
+                # A SWITCH of this round that comes anyway is followed by the dialler's
+                # RESUME: the reader must not wait for a link that will not be taken.
+                self._direct.cancel()
 
     def _guard(self, round: int) -> None:
         """Claim ``round``'s intent for STALE_GRACE s: whatever still comes with it
@@ -251,9 +261,15 @@ class MigratingLink(Link[Record]):
         # A task, not a registration made here: the node drops a cancelled
         # expectation's intent in a callback that runs soon; the task's first step runs
         # after it, so its own claim of the same intent is not dropped with it.
+        while len(self._guards) >= MAX_GUARDS:  # the oldest rounds' claims go first
+            self._guards.pop(0).cancel()
         task = asyncio.create_task(self._close_stale(round), name="stale direct links")
-        self._guards.add(task)
-        task.add_done_callback(self._guards.discard)
+        self._guards.append(task)
+        task.add_done_callback(self._drop_guard)
+
+    def _drop_guard(self, task: asyncio.Task[None]) -> None:
+        if task in self._guards:
+            self._guards.remove(task)
 
     async def _close_stale(self, round: int) -> None:
         assert self._expect is not None
@@ -493,12 +509,26 @@ class MigratingLink(Link[Record]):
     async def _on_round(self, round: int) -> None:
         """ROUND read on the relay (everything the peer sent before it was read too)."""
         if self._dial is not None:  # the echo of our ROUND
-            if round == self._round_wanted and self._echo is not None and not self._echo.done():
+            echo = self._echo
+            if round == self._round_wanted and echo is not None and not echo.done():
                 await self._new_round(round)
-                self._echo.set_result(None)
+                # _start_round may have given up on the echo while we waited for the
+                # send lock (a sender blocked on a full relay): then it is stale.
+                if echo is self._echo and not echo.done():
+                    echo.set_result(None)
             return  # an echo we gave up on
         if round <= self.direct_round:
             raise sm.StreamHeaderError(f"round {round} after round {self.direct_round}")
+        now = time.monotonic()
+        if now - self._last_round_at < RETRY_FIRST / 2:
+            # The dialler waits at least RETRY_FIRST between rounds: faster ones are a
+            # peer making us set up rounds (expectations, timers, echoes) in a loop.
+            raise sm.StreamHeaderError(f"round {round} came too soon after the last")
+        self._last_round_at = now
+        if round > self.direct_round + MAX_ROUND_GAP:
+            # The dialler numbers rounds one by one (a round whose echo it gave up on is
+            # skipped): a jump is a peer making us set up work for rounds it never dials.
+            raise sm.StreamHeaderError(f"round {round} after round {self.direct_round}: too far")
         if not self._fallen and (self._sent_switch or self._got_switch):
             raise sm.StreamHeaderError(f"round {round} while round {self.direct_round} is direct")
         falling = self._falling
