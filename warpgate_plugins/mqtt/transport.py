@@ -118,6 +118,21 @@ def _close_leaked_sockets(exc: BaseException) -> None:
         current = current.__context__ or current.__cause__
 
 
+def _release(client: aiomqtt.Client | None) -> None:
+    """Close the socket a failed or finished client still holds, while our loop runs.
+
+    paho-mqtt closes it in ``Client.__del__`` otherwise, through aiomqtt's socket-close
+    callback, which needs the event loop: after the loop has closed that raises, and the
+    garbage collector reports it wherever it happens to run (seen in CI as a failure of
+    an unrelated test).  The attributes are private ones of aiomqtt and paho, so their
+    absence is tolerated."""
+    paho = getattr(client, "_client", None)
+    reset = getattr(paho, "_reset_sockets", None)
+    if reset is not None:
+        with contextlib.suppress(Exception):
+            reset()
+
+
 class _Broker:
     """One broker connection, kept up in the background with reconnect backoff."""
 
@@ -166,6 +181,7 @@ class _Broker:
         conf = self.owner.conf
         delay = float(conf["mqtt_reconnect_initial"])
         while True:
+            client: aiomqtt.Client | None = None
             try:
                 client = self._client()
                 async with asyncio.timeout(float(conf["mqtt_connect_timeout"])):
@@ -193,12 +209,14 @@ class _Broker:
                     with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
                         async with asyncio.timeout(1.0):
                             await client.__aexit__(None, None, None)
+                    _release(client)
                     raise
                 finally:
                     self.client = None
                     self.connected.clear()
             except (aiomqtt.MqttError, OSError, TimeoutError, ssl.SSLError) as exc:
                 _close_leaked_sockets(exc)
+                _release(client)
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning(
