@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -56,6 +57,37 @@ async def _until(pred: Any, limit: float) -> bool:
     return bool(pred())
 
 
+class Traffic:
+    """Both directions of a flow of numbered messages between two links."""
+
+    def __init__(self, ab: Flow, ba: Flow) -> None:
+        self.ab, self.ba = ab, ba
+        self.all_delivered = False
+
+
+@contextlib.asynccontextmanager
+async def both_ways(link: Any, inbound: Any, flow: type[Flow] = Flow) -> AsyncIterator[Traffic]:
+    """Messages flow both ways while the block runs; on leaving, sending stops, every
+    message sent is waited for (bounded: ``all_delivered`` says whether all came), and
+    the readers stop."""
+    traffic = Traffic(flow(link, inbound, b"a"), flow(inbound, link, b"b"))
+    ab, ba = traffic.ab, traffic.ba
+    stop = asyncio.Event()
+    senders = [asyncio.create_task(t) for t in (ab.send(stop), ba.send(stop))]
+    readers = [asyncio.create_task(ab.receive()), asyncio.create_task(ba.receive())]
+    try:
+        yield traffic
+    finally:
+        stop.set()
+        await asyncio.gather(*senders)
+        traffic.all_delivered = await _until(
+            lambda: len(ab.got) >= ab.sent and len(ba.got) >= ba.sent, 10
+        )
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+
+
 async def _moved_pair(
     coturn: Coturn, changes: list[tuple[str, str, str]], kill: Any
 ) -> dict[str, Any]:
@@ -67,11 +99,8 @@ async def _moved_pair(
         inbound = await b.accept(timeout=3)
         # (On loopback the move to direct may be done already: check the relayed link.)
         assert method == "turn" and link.relayed.path.kind == "relay" == inbound.relayed.path.kind
-        ab, ba = Flow(link, inbound, b"a"), Flow(inbound, link, b"b")
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(t) for t in (ab.send(stop), ba.send(stop))]
-        readers = [asyncio.create_task(ab.receive()), asyncio.create_task(ba.receive())]
-        try:
+        async with both_ways(link, inbound) as traffic:
+            ab, ba = traffic.ab, traffic.ba
             moved = await _until(
                 lambda: link.path.kind == "direct" == inbound.path.kind and ab.got, 5
             )
@@ -83,14 +112,6 @@ async def _moved_pair(
             elapsed = time.monotonic() - cut
             assert back, (link.path, inbound.path)
             await asyncio.sleep(0.3)  # traffic back on the relay
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks)
-        # Every message sent arrives (bounded wait), then the readers stop.
-        await _until(lambda: len(ab.got) >= ab.sent and len(ba.got) >= ba.sent, 10)
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
         result = {
             "elapsed": elapsed,
             "ab": ab,
@@ -163,11 +184,7 @@ async def test_direct_link_dying_during_the_move_falls_back(coturn: Coturn, dela
         link: Any
         link, _ = await auto_connect(a, b.address(), methods=["turn"], timeout=8)
         inbound: Any = await b.accept(timeout=3)
-        ab, ba = Flow(link, inbound, b"a"), Flow(inbound, link, b"b")
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(t) for t in (ab.send(stop), ba.send(stop))]
-        readers = [asyncio.create_task(ab.receive()), asyncio.create_task(ba.receive())]
-        try:
+        async with both_ways(link, inbound) as traffic:
             assert await _until(lambda: link._direct.done(), 5)
             await asyncio.sleep(delay)
             link._direct.result()._conn.transport.abort()
@@ -182,14 +199,7 @@ async def test_direct_link_dying_during_the_move_falls_back(coturn: Coturn, dela
             )
             assert settled, (link.path, inbound.path, link._fallen, inbound._fallen)
             await asyncio.sleep(0.2)  # traffic on the relay
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks)
-        await _until(lambda: len(ab.got) >= ab.sent and len(ba.got) >= ba.sent, 10)
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-        _assert_exactly_once_in_order({"ab": ab, "ba": ba})
+        _assert_exactly_once_in_order({"ab": traffic.ab, "ba": traffic.ba})
         assert not link.closed and not inbound.closed
         await link.send(b"still a link")
         assert await inbound.recv(3) == b"still a link"

@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.conftest import CoturnFactory
 from tests.integration.test_turn_relay import _turn_pair
-from tests.integration.test_turn_stream_fallback import Flow
+from tests.integration.test_turn_stream_fallback import Flow, both_ways
 from tests.integration.test_turn_stream_fallback import _until as until
 from warpgate import auto_connect
 from warpgate.turn import migrate
@@ -62,12 +62,9 @@ async def test_stream_link_moves_direct_again_after_each_fallback(coturn: Coturn
         link, method = await auto_connect(a, b.address(), methods=["turn"], timeout=8)
         inbound: Any = await b.accept(timeout=3)
         assert method == "turn"
-        ab, ba = SteadyFlow(link, inbound, b"a"), SteadyFlow(inbound, link, b"b")
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(t) for t in (ab.send(stop), ba.send(stop))]
-        readers = [asyncio.create_task(ab.receive()), asyncio.create_task(ba.receive())]
         rounds: list[tuple[int, int]] = []
-        try:
+        async with both_ways(link, inbound, SteadyFlow) as traffic:
+            ab, ba = traffic.ab, traffic.ba
             for expected in range(ROUNDS):
                 moved = await until(
                     lambda: (
@@ -85,13 +82,7 @@ async def test_stream_link_moves_direct_again_after_each_fallback(coturn: Coturn
                 back = await until(lambda: link.path.kind == "relay" == inbound.path.kind, 10)
                 assert back, (expected, link.path, inbound.path)
                 assert await _more(ab, 5) and await _more(ba, 5)  # on the relay
-        finally:
-            stop.set()
-            await asyncio.gather(*tasks)
-        assert await until(lambda: len(ab.got) >= ab.sent and len(ba.got) >= ba.sent, 10)
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+        assert traffic.all_delivered
         print(
             "rounds:",
             rounds,
